@@ -1,0 +1,33 @@
+# The first two targets are the README's set-up commands: `make demo` and `make test` each
+# create/refresh the virtual environment (torch pinned and installed first), then run.
+VENV ?= .venv
+PYTHON ?= python3
+TORCH_VERSION ?= 2.13.0
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(TORCH_VERSION)
+
+.PHONY: demo test lint bench clean setup
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==$(TORCH_VERSION)
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m inpaint.run
+
+test: $(STAMP)
+	$(PY) -m pytest -q -n 2 --dist loadgroup
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check inpaint tests experiments
+
+bench: $(STAMP)
+	$(PY) experiments/bench.py
+
+clean:
+	rm -rf outputs multirun lightning_logs wandb .pytest_cache
