@@ -1,0 +1,225 @@
+"""Inpainting evaluation metrics: per-image PSNR / SSIM / MAE / L2 / MAEM, overall and per hole ratio.
+
+Conventions: images are float ``[B, 3, H, W]`` in ``[0, 1]``; masks are float ``[B, 1, H, W]`` with
+``1 = hole`` (missing) and ``0 = known`` (values ``> 0.5`` count as hole). Metrics are computed on the
+*composite* (prediction pasted into the hole) against the ground truth, per image, and then averaged
+over images (ISNet's protocol), both over all images and within hole-ratio buckets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import torchmetrics
+from torch import Tensor
+
+DEFAULT_BUCKETS: tuple[tuple[float, float], ...] = ((0.1, 0.2), (0.2, 0.3), (0.3, 0.4), (0.4, 0.5))
+METRIC_NAMES = ("psnr", "ssim", "mae", "l2", "maem")
+
+PSNR_MAX = 100.0
+"""PSNR (dB) reported for identical images (MSE == 0); every PSNR is capped at this value."""
+
+SSIM_SIGMA = 1.5
+SSIM_RADIUS = 5
+"""Gaussian window radius: ``int(3.5 * sigma + 0.5)`` as in skimage/scipy (truncate=3.5), i.e. 11x11."""
+SSIM_K1, SSIM_K2 = 0.01, 0.03
+
+MAEM_TOLERANCE = 5
+"""Per-channel tolerance, in 0-255 integer levels, for a hole pixel to count as matched in MAEM."""
+
+_TABLE_COLUMNS = (
+    ("psnr", "PSNR", ".2f"),
+    ("ssim", "SSIM", ".4f"),
+    ("mae", "MAE(%)", ".3f"),
+    ("l2", "L2", ".5f"),
+    ("maem", "MAEM(%)", ".2f"),
+)
+
+
+def bucket_name(lo: float, hi: float) -> str:
+    """Name of a hole-ratio bucket in percent, e.g. ``(0.1, 0.2) -> "10-20"``."""
+    return f"{100 * lo:g}-{100 * hi:g}"
+
+
+def _hole(mask: Tensor) -> Tensor:
+    """Boolean hole map (``mask > 0.5``) with the mask's shape."""
+    return mask > 0.5
+
+
+def hole_ratio(mask: Tensor) -> Tensor:
+    """Fraction of hole pixels per image: ``[B, 1, H, W] -> [B]`` (float64, so bucket edges are exact)."""
+    return _hole(mask).flatten(1).to(torch.float64).mean(dim=1)
+
+
+def _check_shapes(composite: Tensor, target: Tensor, mask: Tensor) -> None:
+    """Raise ``ValueError`` naming the shapes unless images are ``[B,C,H,W]`` and the mask ``[B,1,H,W]``."""
+    if composite.ndim != 4 or composite.shape != target.shape:
+        raise ValueError(
+            f"composite and target must both be [B, C, H, W] with equal shapes, "
+            f"got composite {tuple(composite.shape)} and target {tuple(target.shape)}"
+        )
+    b, _, h, w = target.shape
+    if mask.shape != (b, 1, h, w):
+        raise ValueError(
+            f"mask must be [B, 1, H, W] matching the images, "
+            f"got mask {tuple(mask.shape)} and images {tuple(target.shape)}"
+        )
+
+
+def ssim_per_image(x: Tensor, y: Tensor) -> Tensor:
+    """Per-image SSIM ``[B, C, H, W] -> [B]`` (float32 maths), data range 1, Gaussian 11x11 window, sigma 1.5.
+
+    Only "valid" window positions are used (no padding), which equals skimage's
+    ``structural_similarity(gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1)``
+    cropping of the border; the map is averaged over positions and channels.
+    """
+    b, c, h, w = x.shape
+    if min(h, w) < 2 * SSIM_RADIUS + 1:
+        size = 2 * SSIM_RADIUS + 1
+        raise ValueError(f"SSIM needs images of at least {size}x{size}, got {h}x{w}")
+    x, y = x.float(), y.float()
+    offsets = torch.arange(-SSIM_RADIUS, SSIM_RADIUS + 1, dtype=torch.float64)
+    g = torch.exp(-0.5 * (offsets / SSIM_SIGMA) ** 2)
+    g = (g / g.sum()).to(device=x.device, dtype=x.dtype)
+    stats = torch.cat([x, y, x * x, y * y, x * y]).reshape(5 * b * c, 1, h, w)
+    stats = F.conv2d(stats, g.view(1, 1, 1, -1))
+    stats = F.conv2d(stats, g.view(1, 1, -1, 1))
+    mu_x, mu_y, xx, yy, xy = stats.reshape(5, b, c, h - 2 * SSIM_RADIUS, w - 2 * SSIM_RADIUS)
+    var_x, var_y, cov = xx - mu_x * mu_x, yy - mu_y * mu_y, xy - mu_x * mu_y
+    c1, c2 = SSIM_K1**2, SSIM_K2**2
+    numerator = (2 * mu_x * mu_y + c1) * (2 * cov + c2)
+    ssim_map = numerator / ((mu_x * mu_x + mu_y * mu_y + c1) * (var_x + var_y + c2))
+    return ssim_map.flatten(1).mean(dim=1)
+
+
+def per_image_metrics(composite: Tensor, target: Tensor, mask: Tensor) -> dict[str, Tensor]:
+    """Per-image metrics, each a float64 tensor of shape ``[B]``.
+
+    - ``psnr``: ``10 * log10(1 / MSE)`` over all pixels and channels, data range 1, capped at ``PSNR_MAX``.
+    - ``ssim``: Gaussian 11x11 window, sigma 1.5, K1=0.01, K2=0.03, data range 1, mean over the valid
+      (border-cropped) map and channels; see :func:`ssim_per_image`.
+    - ``mae``: mean absolute error over the whole image, x100 (percent).
+    - ``l2``: mean squared error over the whole image ([0, 1] scale).
+    - ``maem``: percent of hole pixels whose channels all lie within ``MAEM_TOLERANCE`` on the 0-255
+      integer scale (values clamped to [0, 1], scaled by 255, rounded half-to-even); 100 for an empty hole.
+    """
+    _check_shapes(composite, target, mask)
+    composite = composite.detach()
+    target = target.detach()
+    diff = composite.to(torch.float64) - target.to(torch.float64)
+    mse = diff.square().mean(dim=(1, 2, 3))
+    mae = diff.abs().mean(dim=(1, 2, 3))
+    psnr = (10.0 * torch.log10(1.0 / mse)).clamp(max=PSNR_MAX)  # mse == 0 -> inf -> PSNR_MAX
+    ssim = ssim_per_image(composite, target)
+
+    def to_levels(x: Tensor) -> Tensor:
+        return torch.round(x.float().clamp(0.0, 1.0) * 255.0).to(torch.int16)
+
+    level_diff = (to_levels(composite) - to_levels(target)).abs()
+    matched = (level_diff <= MAEM_TOLERANCE).all(dim=1, keepdim=True)  # [B, 1, H, W]
+    hole = _hole(mask)
+    n_hole = hole.flatten(1).sum(dim=1).to(torch.float64)
+    n_matched = (matched & hole).flatten(1).sum(dim=1).to(torch.float64)
+    maem = torch.where(n_hole > 0, 100.0 * n_matched / n_hole.clamp(min=1.0), torch.full_like(n_hole, 100.0))
+
+    return {
+        "psnr": psnr,
+        "ssim": ssim.to(torch.float64),
+        "mae": 100.0 * mae,
+        "l2": mse,
+        "maem": maem,
+    }
+
+
+def _validate_buckets(buckets: Sequence[Sequence[float]]) -> tuple[tuple[float, float], ...]:
+    """Return buckets as float pairs; raise ``ValueError`` naming the first invalid or duplicate one."""
+    out: list[tuple[float, float]] = []
+    for bucket in buckets:
+        try:
+            lo, hi = (float(v) for v in bucket)
+        except (TypeError, ValueError):
+            raise ValueError(f"bucket {bucket!r} must be a pair (lo, hi) of numbers") from None
+        if not 0.0 <= lo < hi <= 1.0:
+            raise ValueError(f"bucket {bucket!r} is invalid: need 0 <= lo < hi <= 1")
+        if any(bucket_name(lo, hi) == bucket_name(*b) for b in out):
+            raise ValueError(f"bucket {bucket!r} is duplicated")
+        out.append((lo, hi))
+    return tuple(out)
+
+
+class InpaintMetrics(torchmetrics.Metric):
+    """Accumulates per-image inpainting metrics, averaged over images, overall and per hole-ratio bucket.
+
+    States are sums (``sums[k, m]``, float64) and image counts (``counts[k]``) where row 0 is "all images"
+    and row ``1 + i`` is bucket ``i``; both reduce with ``sum`` so DDP synchronisation is exact. Buckets are
+    half-open ``[lo, hi)`` on :func:`hole_ratio`; they may overlap or leave gaps.
+    """
+
+    full_state_update = False
+    is_differentiable = False
+    higher_is_better = None
+
+    sums: Tensor
+    counts: Tensor
+
+    def __init__(self, buckets: Sequence[Sequence[float]] = DEFAULT_BUCKETS, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.buckets = _validate_buckets(buckets)
+        n_rows = len(self.buckets) + 1
+        sums = torch.zeros(n_rows, len(METRIC_NAMES), dtype=torch.float64)
+        self.add_state("sums", sums, dist_reduce_fx="sum")
+        self.add_state("counts", torch.zeros(n_rows, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, composite: Tensor, target: Tensor, mask: Tensor) -> None:  # type: ignore[override]
+        """Add a batch of composites, ground truths and masks (see module docstring for shapes)."""
+        values = per_image_metrics(composite, target, mask)
+        stacked = torch.stack([values[name] for name in METRIC_NAMES], dim=1).to(self.sums.device)  # [B, M]
+        ratio = hole_ratio(mask).to(self.sums.device)
+        columns = [torch.ones_like(ratio)]
+        columns += [((ratio >= lo) & (ratio < hi)).to(torch.float64) for lo, hi in self.buckets]
+        membership = torch.stack(columns, dim=1)  # [B, n_rows]
+        self.sums += membership.T @ stacked
+        self.counts += membership.sum(dim=0)
+
+    def compute(self) -> dict[str, Tensor]:
+        """Mean of each metric plus ``count`` (float): plain keys for all images (NaN means if none),
+        ``"<name>@<lo>-<hi>"`` per bucket; buckets without images are omitted."""
+        means = self.sums / self.counts.unsqueeze(1)  # 0/0 -> NaN for "all" when nothing was seen
+        counts = self.counts.tolist()  # one host sync, needed to decide which buckets to omit
+        out: dict[str, Tensor] = {}
+        suffixes = [""] + [f"@{bucket_name(lo, hi)}" for lo, hi in self.buckets]
+        for row, suffix in enumerate(suffixes):
+            if row > 0 and counts[row] == 0:
+                continue
+            for m, name in enumerate(METRIC_NAMES):
+                out[name + suffix] = means[row, m]
+            out["count" + suffix] = self.counts[row]
+        return out
+
+
+def metrics_table(
+    results: Mapping[str, Any],
+    buckets: Sequence[Sequence[float]] = DEFAULT_BUCKETS,
+    prefix: str = "",
+) -> str:
+    """Markdown table of :meth:`InpaintMetrics.compute` results (keys optionally prefixed, e.g. ``"test/"``).
+
+    One row "all" plus one row per bucket whose metrics are present in ``results``; missing cells show "-".
+    """
+    header = "| bucket | n | " + " | ".join(title for _, title, _ in _TABLE_COLUMNS) + " |"
+    lines = [header, "|" + "---|" * (2 + len(_TABLE_COLUMNS))]
+    names = [bucket_name(float(lo), float(hi)) for lo, hi in buckets]
+    rows = [("all", "")] + [(name, f"@{name}") for name in names]
+    for label, suffix in rows:
+        keys = [f"{prefix}{metric}{suffix}" for metric in ("count", *METRIC_NAMES)]
+        if not any(key in results for key in keys):
+            continue
+        count = results.get(keys[0])
+        cells = [label, "-" if count is None else f"{float(count):.0f}"]
+        for key, (_, _, fmt) in zip(keys[1:], _TABLE_COLUMNS, strict=True):
+            cells.append(f"{float(results[key]):{fmt}}" if key in results else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
