@@ -1,0 +1,296 @@
+"""The DataModule every method trains on: an image source per split, a mask generator, crops.
+
+Batch contract (DESIGN.md section 3): a dict with
+  ``image`` float32 ``[B,3,H,W]`` in [0,1], ``mask`` float32 ``[B,1,H,W]`` with 1 = hole, 0 = known,
+  and ``index`` (int64 ``[B]``, the sample's index in its split).
+
+Evaluation (val/test) samples are a pure function of (config, seed, index): the crop position and the
+mask of sample ``i`` come from ``np.random.default_rng([seed, split_id, i])``, so two runs, two models or
+two processes of a DDP job score identical holes. Training crops and masks draw from the torch RNG,
+which Lightning seeds per worker (``seed_everything(workers=True)``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from inpaint.data.io import list_images, resize_to_cover
+from inpaint.data.masks import MaskGenerator
+from inpaint.data.sources import FolderSource, ImageSource
+
+log = logging.getLogger(__name__)
+
+_SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
+
+
+def _resize_short(img: np.ndarray, short: int | None) -> np.ndarray:
+    """Resize so the short side equals ``short`` (bicubic, aspect kept); ``None`` leaves it as is."""
+    if not short:
+        return img
+    h, w = img.shape[:2]
+    scale = short / min(h, w)
+    if abs(scale - 1.0) < 1e-6:
+        return img
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(Image.fromarray(img).resize(size, Image.BICUBIC))
+
+
+class InpaintDataset(Dataset):
+    """Crops of one split's images, each paired with a mask.
+
+    ``train=True``: a random crop (and optional horizontal flip) of image ``index % len(source)`` and a
+    random mask. ``train=False``: ``crops_per_image`` fixed crops per image (one = centre crop) and a
+    deterministic mask per sample.
+    """
+
+    def __init__(
+        self,
+        source: ImageSource,
+        mask: MaskGenerator,
+        image_size: int | Sequence[int],
+        train: bool,
+        seed: int = 0,
+        split: str = "train",
+        length: int | None = None,
+        crops_per_image: int = 1,
+        resize_short: int | None = None,
+        hflip: bool = False,
+    ) -> None:
+        if len(source) == 0:
+            raise ValueError(f"the {split} image source is empty")
+        self.source = source
+        self.mask = mask
+        self.size = _pair(image_size)
+        self.train = train
+        self.seed = int(seed)
+        self.split = split
+        self.crops_per_image = max(1, int(crops_per_image))
+        self.resize_short = resize_short
+        self.hflip = hflip
+        default_len = len(source) if train else len(source) * self.crops_per_image
+        self.length = int(length) if length else default_len
+
+    def __len__(self) -> int:
+        return self.length
+
+    def eval_rng(self, index: int) -> np.random.Generator:
+        """The generator that fixes evaluation sample ``index`` (crop and mask)."""
+        return np.random.default_rng([self.seed, _SPLIT_IDS.get(self.split, 3), index])
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
+        if self.train:
+            rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
+            img_idx = index % len(self.source)
+        else:
+            rng = self.eval_rng(index)
+            img_idx = index // self.crops_per_image
+        img = self.source.load(img_idx)
+        img = _resize_short(img, self.resize_short)
+        th, tw = self.size
+        img = resize_to_cover(img, th, tw)
+        h, w = img.shape[:2]
+        if self.train or self.crops_per_image > 1:
+            top = int(rng.integers(0, h - th + 1))
+            left = int(rng.integers(0, w - tw + 1))
+        else:
+            top, left = (h - th) // 2, (w - tw) // 2
+        crop = img[top : top + th, left : left + tw]
+        if self.train and self.hflip and rng.random() < 0.5:
+            crop = crop[:, ::-1]
+        mask = self.mask(th, tw, rng)
+        image = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1).float().div_(255.0)
+        return {"image": image, "mask": torch.from_numpy(mask).float()[None], "index": index}
+
+
+def _pair(size: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(size, int):
+        return size, size
+    size = tuple(int(s) for s in size)
+    if len(size) != 2:
+        raise ValueError(f"data.image_size must be an int or [height, width], got {size}")
+    return size  # type: ignore[return-value]
+
+
+class InpaintDataModule(L.LightningDataModule):
+    """Image sources for train/val/test + one mask generator -> batches of the contract above."""
+
+    def __init__(
+        self,
+        train: ImageSource,
+        val: ImageSource,
+        test: ImageSource | None = None,
+        mask: MaskGenerator | None = None,
+        image_size: int | Sequence[int] = 64,
+        batch_size: int = 8,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        train_samples_per_epoch: int | None = None,
+        eval_crops_per_image: int = 1,
+        resize_short: int | None = None,
+        hflip: bool = True,
+        seed: int = 0,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__()
+        if mask is None:
+            raise ValueError("InpaintDataModule needs a mask generator (the `mask` config group)")
+        if int(batch_size) < 1:
+            raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
+        self.sources = {"train": train, "val": val, "test": test if test is not None else val}
+        self.mask = mask
+        self.image_size = _pair(image_size)
+        self.batch_size = int(batch_size)
+        self.eval_batch_size = int(eval_batch_size or batch_size)
+        self.num_workers = int(num_workers)
+        self.train_samples_per_epoch = train_samples_per_epoch
+        self.eval_crops_per_image = eval_crops_per_image
+        self.resize_short = resize_short
+        self.hflip = hflip
+        self.seed = int(seed)
+        self.pin_memory = pin_memory
+        self.datasets: dict[str, InpaintDataset] = {}
+
+    @classmethod
+    def from_folder(
+        cls,
+        root: str,
+        train_list: str | None = None,
+        val_list: str | None = None,
+        test_list: str | None = None,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        on_corrupt: str = "error",
+        **kwargs,
+    ) -> InpaintDataModule:
+        """A folder of images. With file lists each split reads its list; without, the files are split
+        deterministically by a hash of their relative path (stable when files are added)."""
+        lists = {"train": train_list, "val": val_list, "test": test_list}
+        if any(lists.values()):
+            missing = [k for k, v in lists.items() if v is None and k != "test"]
+            if missing:
+                raise ValueError(
+                    f"data.{missing[0]}_list is not set: give train_list and val_list (test_list optional), "
+                    "or none of them to split the folder automatically"
+                )
+            srcs = {k: FolderSource(root, file_list=v, on_corrupt=on_corrupt) for k, v in lists.items() if v}
+            return cls(train=srcs["train"], val=srcs["val"], test=srcs.get("test"), **kwargs)
+        files = list_images(root)
+        splits = hash_split(files, Path(root), val_fraction, test_fraction)
+        log.info(
+            "data.root=%s has no file lists: split %d images by path hash into %d train / %d val / %d test",
+            root, len(files), *(len(splits[k]) for k in ("train", "val", "test")),
+        )
+        srcs = {k: FolderSource(root, files=v, on_corrupt=on_corrupt) for k, v in splits.items()}
+        return cls(train=srcs["train"], val=srcs["val"], test=srcs["test"], **kwargs)
+
+    def _dataset(self, split: str) -> InpaintDataset:
+        if split not in self.datasets:
+            train = split == "train"
+            self.datasets[split] = InpaintDataset(
+                self.sources[split],
+                self.mask,
+                self.image_size,
+                train=train,
+                seed=self.seed,
+                split=split,
+                length=self.train_samples_per_epoch if train else None,
+                crops_per_image=1 if train else self.eval_crops_per_image,
+                resize_short=self.resize_short,
+                hflip=self.hflip and train,
+            )
+        return self.datasets[split]
+
+    @property
+    def val_dataset(self) -> InpaintDataset:
+        return self._dataset("val")
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit"):
+            self._dataset("train")
+            self._dataset("val")
+        if stage in (None, "validate"):
+            self._dataset("val")
+        if stage in (None, "test", "predict"):
+            self._dataset("test")
+
+    def _loader(self, split: str) -> DataLoader:
+        train = split == "train"
+        dataset = self._dataset(split)
+        sampler = None
+        if not train and torch.distributed.is_available() and torch.distributed.is_initialized():
+            sampler = EvalShardSampler(dataset)
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=train,
+            sampler=sampler,
+            drop_last=train and len(self._dataset(split)) >= self.batch_size,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+
+class EvalShardSampler(DistributedSampler):
+    """Each evaluation sample on exactly one process: rank r takes indices r, r+W, r+2W, ...
+
+    Lightning's default DistributedSampler pads the last shard with repeated samples so every process
+    gets as many; for metrics that would count some images twice. Being a DistributedSampler, this one
+    is left in place by Lightning."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        super().__init__(dataset, shuffle=False, drop_last=False)
+
+    def __iter__(self):
+        return iter(range(self.rank, len(self.dataset), self.num_replicas))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, len(self.dataset), self.num_replicas))
+
+
+def hash_split(
+    files: Sequence[Path], root: Path, val_fraction: float, test_fraction: float
+) -> dict[str, list[Path]]:
+    """Deterministic train/val/test split of ``files`` by the md5 of each path relative to ``root``.
+
+    Each of val and test gets ``max(1, round(fraction * n))`` files (0 when its fraction is 0), so even a
+    handful of photos yields all three splits; fewer than 3 files cannot be split and raise."""
+    for name, frac in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0.0 <= frac < 1.0:
+            raise ValueError(f"data.{name} must be in [0, 1), got {frac}")
+    n = len(files)
+    n_val = max(1, round(val_fraction * n)) if val_fraction > 0 else 0
+    n_test = max(1, round(test_fraction * n)) if test_fraction > 0 else 0
+    if n - n_val - n_test < 1:
+        raise ValueError(
+            f"data.root={root} holds {n} image(s): too few to split into train/val/test "
+            f"({n_val} val + {n_test} test). Add images, or give data.train_list / data.val_list."
+        )
+
+    def key(p: Path) -> str:
+        rel = p.relative_to(root) if p.is_absolute() and root in p.parents else p
+        return hashlib.md5(rel.as_posix().encode()).hexdigest()
+
+    ordered = sorted(files, key=key)
+    val, test, train = ordered[:n_val], ordered[n_val : n_val + n_test], ordered[n_val + n_test :]
+    if n_val == 0:
+        val = test
+    return {"train": sorted(train), "val": sorted(val), "test": sorted(test or val)}
