@@ -1,0 +1,132 @@
+"""What every inpainting LightningModule shares: the model API, evaluation, NaN guard, checkpoint tag.
+
+Model API (DESIGN.md section 3):
+  ``forward(image, mask) -> prediction`` ``[B,3,H,W]`` in [0,1] (before compositing);
+  ``inpaint(image, mask) -> composite = pred*mask + image*(1-mask)``.
+Validation, test and ``inpaint.predict`` all go through ``inpaint``, so a method with its own inference
+procedure (PRA, autoregressive fill, GAN inversion) overrides ``inpaint`` and is scored like the rest.
+The mask is 1 = hole everywhere outside a model; a paper with the opposite polarity converts inside.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from inpaint.loggers import log_metric_table
+from inpaint.metrics import DEFAULT_BUCKETS, InpaintMetrics
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_CLASS_KEY = "inpaint_model_class"
+
+
+def compose(prediction: Tensor, image: Tensor, mask: Tensor) -> Tensor:
+    """Paste the prediction into the hole (mask 1) and keep the known pixels (mask 0) exactly."""
+    return prediction * mask + image * (1.0 - mask)
+
+
+def class_path(obj_or_cls) -> str:
+    cls = obj_or_cls if isinstance(obj_or_cls, type) else type(obj_or_cls)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+class InpaintModule(L.LightningModule):
+    """Base class: subclasses implement ``forward`` and (if trainable) ``training_step`` and
+    ``configure_optimizers``.
+
+    Args:
+        buckets: hole-ratio buckets ``[lo, hi)`` reported next to the overall metrics.
+        nan_check_every: check the training loss for NaN/Inf every this many steps (1 = every step;
+            each check is one host sync, so raise it on GPUs if the sync shows up in a profile;
+            0 disables the check).
+    """
+
+    #: inputs are padded to a multiple of this by ``inpaint.predict`` (e.g. 16 for a 4x-downsampling net)
+    size_multiple: int = 1
+    #: False for non-learned baselines: ``task=fit`` is refused and ``task=test`` needs no checkpoint
+    trainable: bool = True
+
+    def __init__(self, buckets: Sequence[Sequence[float]] = DEFAULT_BUCKETS, nan_check_every: int = 1) -> None:
+        super().__init__()
+        self.buckets = tuple(tuple(float(x) for x in b) for b in buckets)
+        self.nan_check_every = int(nan_check_every)
+        self.val_metrics = InpaintMetrics(self.buckets)
+        self.test_metrics = InpaintMetrics(self.buckets)
+        self.test_results: dict[str, float] = {}
+        self.val_results: dict[str, float] = {}
+
+    # ----------------------------------------------------------------------------------- model API
+    def forward(self, image: Tensor, mask: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError(f"{type(self).__name__} must implement forward(image, mask)")
+
+    @staticmethod
+    def masked_input(image: Tensor, mask: Tensor) -> Tensor:
+        """The corrupted image a model sees: holes zeroed."""
+        return image * (1.0 - mask)
+
+    def inpaint(self, image: Tensor, mask: Tensor) -> Tensor:
+        """Fill the holes of ``image`` (mask 1 = hole); known pixels are returned unchanged."""
+        return compose(self(image, mask).clamp(0.0, 1.0), image, mask)
+
+    # ----------------------------------------------------------------------------------- evaluation
+    def _eval_step(self, batch: dict, metrics: InpaintMetrics) -> Tensor:
+        image, mask = batch["image"], batch["mask"]
+        composite = self.inpaint(image, mask)
+        metrics.update(composite.float(), image.float(), mask.float())
+        return composite
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, self.val_metrics)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, self.test_metrics)
+
+    def _finish_eval(self, stage: str, metrics: InpaintMetrics) -> dict[str, float]:
+        results = {f"{stage}/{k}": float(v) for k, v in metrics.compute().items()}
+        metrics.reset()
+        headline = f"{stage}/psnr"
+        scalars = {k: v for k, v in results.items() if "/count" not in k and k != headline}
+        # compute() already reduced across processes: no further sync
+        self.log_dict(scalars, sync_dist=False)
+        if headline in results:
+            self.log(headline, results[headline], prog_bar=True, sync_dist=False)
+        if not self.trainer.sanity_checking:
+            log_metric_table(self.loggers, f"{stage}/table", results, self.buckets, prefix=f"{stage}/")
+        return results
+
+    def on_validation_epoch_end(self) -> None:
+        self.val_results = self._finish_eval("val", self.val_metrics)
+
+    def on_test_epoch_end(self) -> None:
+        self.test_results = self._finish_eval("test", self.test_metrics)
+
+    # ----------------------------------------------------------------------------------- training
+    def check_finite(self, loss: Tensor, name: str = "loss") -> None:
+        """Stop training with a clear message when ``loss`` is NaN/Inf (before the optimizer step, so the
+        weights stay good and no checkpoint with NaNs is written)."""
+        every = self.nan_check_every
+        if every <= 0 or self.global_step % every:
+            return
+        if not bool(torch.isfinite(loss.detach()).all()):
+            ckpt = None
+            cb = getattr(self.trainer, "checkpoint_callback", None)
+            if cb is not None:
+                ckpt = cb.last_model_path or cb.best_model_path or None
+            raise FloatingPointError(
+                f"{name} of {type(self).__name__} is {loss.detach().float().flatten()[0].item()} at global "
+                f"step {self.global_step} (epoch {self.current_epoch}); training stopped before the "
+                f"optimizer step. Last good checkpoint: {ckpt or 'none saved yet'}. Try a lower model.lr, "
+                "trainer.gradient_clip_val=1.0, or trainer.precision=32-true."
+            )
+
+    def configure_optimizers(self):  # pragma: no cover - overridden by trainable models
+        raise NotImplementedError(f"{type(self).__name__} is not trainable")
+
+    # ----------------------------------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint[CHECKPOINT_CLASS_KEY] = class_path(self)
