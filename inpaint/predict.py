@@ -1,0 +1,174 @@
+"""``python -m inpaint.predict``: inpaint a person's own images with a trained checkpoint.
+
+  python -m inpaint.predict ckpt_path=RUN/checkpoints/best.ckpt input=photo.jpg mask=holes.png output=out
+  python -m inpaint.predict ckpt_path=... input=photos/ mask=masks/ output=out dilate=3 mask_hole=black
+  python -m inpaint.predict model=biharmonic input=photos/ mask=masks/ output=out
+
+Images of any size: each is padded (reflect) to the model's size multiple, inpainted and cropped back.
+The device is CUDA when available (``device=auto``), else the CPU.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from PIL import Image
+
+from inpaint.checkpoints import CheckpointMismatchError, read_checkpoint
+from inpaint.data.io import IMAGE_EXTENSIONS, ImageReadError, list_images, load_image
+from inpaint.models.base import CHECKPOINT_CLASS_KEY, InpaintModule
+from inpaint.run import CONF_DIR, USER_ERRORS
+
+log = logging.getLogger("inpaint.predict")
+
+
+def load_model(ckpt_path: str | None = None, model: str | None = None) -> InpaintModule:
+    """A model from an inpaint checkpoint (class and hyperparameters are stored in it), or a non-learned
+    model by its config name (``model=biharmonic``)."""
+    if bool(ckpt_path) == bool(model):
+        raise ValueError("give exactly one of ckpt_path=PATH (a trained model) or model=NAME (e.g. model=biharmonic)")
+    if model:
+        path = CONF_DIR / "model" / f"{model}.yaml"
+        if not path.is_file():
+            choices = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
+            raise ValueError(f"model={model}: no such model config; choices: {choices}")
+        net = hydra.utils.instantiate(OmegaConf.load(path), _convert_="all")
+        if net.trainable:
+            raise ValueError(f"model={model} must be trained first: pass ckpt_path=PATH/TO/best.ckpt")
+        return net
+    ckpt = read_checkpoint(ckpt_path)
+    target = ckpt.get(CHECKPOINT_CLASS_KEY)
+    if target is None:
+        raise CheckpointMismatchError(f"checkpoint {ckpt_path} was not written by inpaint.run (no model class in it)")
+    module_name, _, cls_name = target.rpartition(".")
+    cls = getattr(importlib.import_module(module_name), cls_name)
+    net = cls(**ckpt.get("hyper_parameters", {}))
+    net.load_state_dict(ckpt["state_dict"])
+    return net
+
+
+def pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def read_mask(path: Path, hole: str = "white", threshold: float = 0.5) -> np.ndarray:
+    """A mask file as float32 ``[H,W]`` with 1 = hole, whatever its mode (L, RGB, RGBA, 1-bit, 16-bit)."""
+    if hole not in ("white", "black"):
+        raise ValueError(f"mask_hole={hole!r}: use 'white' (bright pixels are holes) or 'black'")
+    gray = load_image(path).astype(np.float32).mean(axis=2) / 255.0
+    holes = gray >= threshold if hole == "white" else gray < threshold
+    return holes.astype(np.float32)
+
+
+def pair_masks(images: list[Path], input_root: Path, mask_arg: Path) -> list[Path]:
+    """The mask file of each image: the one mask file, or the file in the mask folder with the image's
+    relative path and stem (any image extension; falls back to the bare stem at the folder's top)."""
+    if mask_arg.is_file():
+        return [mask_arg] * len(images)
+    if not mask_arg.is_dir():
+        raise FileNotFoundError(f"mask={mask_arg} does not exist (give a mask image or a folder of masks)")
+    by_rel: dict[str, Path] = {}
+    by_stem: dict[str, Path] = {}
+    for m in list_images(mask_arg):
+        rel = m.relative_to(mask_arg).with_suffix("").as_posix()
+        by_rel[rel] = m
+        by_stem.setdefault(m.stem, m)
+    out, missing = [], []
+    for img in images:
+        rel = img.relative_to(input_root).with_suffix("").as_posix() if input_root.is_dir() else img.stem
+        m = by_rel.get(rel) or by_stem.get(img.stem)
+        (out.append(m) if m else missing.append(img))
+    if missing:
+        raise FileNotFoundError(
+            f"no mask in {mask_arg} for {len(missing)} image(s), e.g. {missing[0]}: name each mask like its "
+            f"image (same relative path and stem, any of {', '.join(IMAGE_EXTENSIONS)})"
+        )
+    return out
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str = "reflect") -> tuple[torch.Tensor, tuple[int, int]]:
+    """Pad ``[B,C,H,W]`` at the bottom/right to a multiple of ``multiple``; returns the original size."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph or pw:
+        if mode == "reflect" and (ph >= h or pw >= w):
+            mode = "replicate"  # reflect needs the pad to be smaller than the image
+        x = F.pad(x, (0, pw, 0, ph), mode=mode)
+    return x, (h, w)
+
+
+@torch.no_grad()
+def inpaint_file(model: InpaintModule, image: np.ndarray, mask: np.ndarray, device: torch.device,
+                 dilate: int = 0, pad_mode: str = "reflect") -> np.ndarray:
+    """Inpaint one ``HxWx3`` uint8 image with a ``HxW`` hole mask (1 = hole); returns uint8 ``HxWx3``."""
+    img = torch.from_numpy(image).permute(2, 0, 1)[None].float().div(255.0).to(device)
+    msk = torch.from_numpy(mask)[None, None].float().to(device)
+    if dilate > 0:
+        msk = F.max_pool2d(msk, kernel_size=2 * dilate + 1, stride=1, padding=dilate)
+    multiple = max(1, int(getattr(model, "size_multiple", 1)))
+    img_p, (h, w) = pad_to_multiple(img, multiple, pad_mode)
+    msk_p, _ = pad_to_multiple(msk, multiple, "replicate" if pad_mode == "reflect" else pad_mode)
+    out = model.inpaint(img_p, msk_p)[..., :h, :w]
+    out = out * msk + img * (1 - msk)  # known pixels exactly as given, also after padding
+    return (out[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
+
+
+def predict(cfg: DictConfig) -> list[Path]:
+    """Run the whole job; returns the written composite paths."""
+    device = pick_device(cfg.device)
+    model = load_model(cfg.get("ckpt_path"), cfg.get("model")).to(device).eval()
+    in_path, out_dir = Path(cfg.input), Path(cfg.output)
+    if not in_path.exists():
+        raise FileNotFoundError(f"input={in_path} does not exist (give an image file or a folder of images)")
+    images = [in_path] if in_path.is_file() else list_images(in_path)
+    masks = pair_masks(images, in_path, Path(cfg.mask))
+    written = []
+    for img_path, mask_path in zip(images, masks, strict=True):
+        image = load_image(img_path)
+        mask = read_mask(mask_path, cfg.mask_hole, cfg.mask_threshold)
+        if mask.shape != image.shape[:2]:
+            if not cfg.resize_mask:
+                raise ValueError(
+                    f"mask {mask_path} is {mask.shape[1]}x{mask.shape[0]} (WxH) but image {img_path} is "
+                    f"{image.shape[1]}x{image.shape[0]}: give a mask of the image's size, or resize_mask=true"
+                )
+            mask = np.asarray(Image.fromarray(mask).resize(image.shape[1::-1], Image.NEAREST))
+        result = inpaint_file(model, image, mask, device, int(cfg.dilate), cfg.pad_mode)
+        rel = img_path.relative_to(in_path) if in_path.is_dir() else Path(img_path.name)
+        dest = (out_dir / rel).with_suffix(".png")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(result).save(dest)
+        if cfg.save_masked:
+            masked = (image * (1 - mask[..., None])).astype(np.uint8)
+            Image.fromarray(masked).save(dest.with_name(dest.stem + "_masked.png"))
+        log.info("%s + %s -> %s (hole %.1f %%)", img_path, mask_path, dest, 100 * float(mask.mean()))
+        written.append(dest)
+    print(f"inpainted {len(written)} image(s) on {device} -> {out_dir.resolve()}")
+    return written
+
+
+# its own config root: `mask=` and `model=` here are plain values, not the training config groups
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR / "predict"), config_name="predict")
+def main(cfg: DictConfig) -> None:
+    try:
+        predict(cfg)
+    except (*USER_ERRORS, ImageReadError) as e:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"\nerror: {e}\n(set HYDRA_FULL_ERROR=1 for the traceback)", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

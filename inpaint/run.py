@@ -1,0 +1,175 @@
+"""``python -m inpaint.run``: compose the config, train, test the best checkpoint, write the report.
+
+  python -m inpaint.run                                   # scnn on the embedded sample photos, CPU
+  python -m inpaint.run task=test ckpt_path=RUN/checkpoints/best.ckpt
+  python -m inpaint.run model=biharmonic task=test        # non-learned baseline, no checkpoint
+  python -m inpaint.run -m model.lr=1e-3,1e-4             # sweep
+
+The run directory (printed at the end) holds ``.hydra/`` (the composed config), ``checkpoints/``
+(``best.ckpt``, ``last.ckpt``), ``metrics.json``, ``metrics.md``, ``grids/`` and the logger's files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import hydra
+import lightning as L
+import torch
+from hydra.errors import InstantiationException
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from inpaint.checkpoints import CheckpointMismatchError, check_checkpoint_class, load_weights
+from inpaint.data.io import ImageReadError
+from inpaint.metrics import metrics_table
+from inpaint.models.base import InpaintModule
+
+log = logging.getLogger("inpaint.run")
+
+
+def find_conf_dir() -> Path:
+    """The ``conf/`` folder next to the package (a source checkout or an editable install)."""
+    here = Path(__file__).resolve().parent
+    for cand in (here.parent / "conf", here / "conf"):
+        if (cand / "train.yaml").is_file():
+            return cand
+    raise RuntimeError(f"cannot find the Hydra configs (conf/train.yaml) next to {here}; install with `pip install -e .`")
+
+
+CONF_DIR = find_conf_dir()
+
+#: errors caused by the user's input: reported as one message, without a stack trace
+USER_ERRORS = (
+    FileNotFoundError,
+    NotADirectoryError,
+    ValueError,
+    ImageReadError,
+    CheckpointMismatchError,
+    FloatingPointError,
+)
+
+
+def _instantiate(node, **kwargs):
+    """``hydra.utils.instantiate`` that re-raises our own errors unwrapped, so the message reads cleanly."""
+    try:
+        return hydra.utils.instantiate(node, _convert_="all", **kwargs)
+    except InstantiationException as e:
+        cause = e.__cause__
+        while isinstance(cause, InstantiationException) and cause.__cause__ is not None:
+            cause = cause.__cause__
+        if isinstance(cause, USER_ERRORS):
+            raise cause from None
+        raise
+
+
+def build_model(cfg: DictConfig) -> InpaintModule:
+    model = _instantiate(cfg.model, buckets=OmegaConf.to_container(cfg.eval.buckets))
+    if not isinstance(model, InpaintModule):
+        raise ValueError(f"model._target_={cfg.model._target_} is not an inpaint.models.base.InpaintModule")
+    if cfg.get("channels_last"):
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
+    mask = _instantiate(cfg.mask)
+    return _instantiate(cfg.data, mask=mask, seed=cfg.seed)
+
+
+def build_trainer(cfg: DictConfig) -> L.Trainer:
+    loggers = [_instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+    callbacks = [_instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    return _instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+
+
+def _checkpoint_callback(trainer: L.Trainer) -> ModelCheckpoint | None:
+    return next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+
+
+def run(cfg: DictConfig) -> dict[str, float]:
+    """Train and/or test as ``cfg.task`` says.
+
+    Returns the test metrics (``test/psnr``, ...) and the validation metrics (``val/psnr``: the best
+    checkpoint's monitored value, else the last validation), for sweepers and scripts."""
+    if cfg.task not in ("fit", "test"):
+        raise ValueError(f"task={cfg.task} is not a task: use task=fit (train, then test) or task=test")
+    L.seed_everything(cfg.seed, workers=True)
+    out_dir = Path(cfg.paths.output_dir)
+
+    model = build_model(cfg)
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path:
+        check_checkpoint_class(ckpt_path, model, CONF_DIR / "model")
+    if cfg.get("init_from"):
+        load_weights(model, cfg.init_from)
+    if cfg.task == "fit" and not model.trainable:
+        raise ValueError(f"{type(model).__name__} has nothing to train: evaluate it with task=test")
+    if cfg.task == "test" and model.trainable and not ckpt_path and not cfg.get("init_from"):
+        raise ValueError("task=test needs ckpt_path=PATH/TO/best.ckpt (or init_from=...) for a trainable model")
+
+    datamodule = build_datamodule(cfg)
+    trainer = build_trainer(cfg)
+    if cfg.get("compile"):
+        model = torch.compile(model)
+
+    if cfg.task == "fit":
+        # checkpoints are read with weights_only=True: tensors and plain containers, no arbitrary pickles
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        if not cfg.get("test_after_fit", True):
+            return {}
+        cb = _checkpoint_callback(trainer)
+        test_ckpt = (cb.best_model_path or cb.last_model_path) if cb else None
+        trainer.test(model, datamodule=datamodule, ckpt_path=test_ckpt or None, weights_only=True)
+    else:
+        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path or None, weights_only=True)
+        test_ckpt = ckpt_path
+
+    results = dict(model.test_results)
+    if trainer.is_global_zero:
+        write_report(cfg, out_dir, results, model.val_results, test_ckpt)
+    # validation numbers for sweepers: the checkpoint's monitored best, else the last validation
+    summary = {**model.val_results, **results}
+    cb = _checkpoint_callback(trainer)
+    if cb is not None and cb.monitor and cb.best_model_score is not None:
+        summary[cb.monitor] = float(cb.best_model_score)
+    return summary
+
+
+def write_report(cfg: DictConfig, out_dir: Path, test: dict, val: dict, ckpt: str | None) -> None:
+    """``metrics.json`` (every number) and ``metrics.md`` (the per-bucket table) in the run dir."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    buckets = [tuple(b) for b in cfg.eval.buckets]
+    report = {
+        "model": cfg.model._target_,
+        "task": cfg.task,
+        "checkpoint": str(ckpt) if ckpt else None,
+        "test": test,
+        "last_val": val,
+    }
+    (out_dir / "metrics.json").write_text(json.dumps(report, indent=2))
+    table = metrics_table(test, buckets, prefix="test/")
+    header = f"# Test metrics\n\nmodel: `{cfg.model._target_}`  \ncheckpoint: `{ckpt}`\n\n"
+    (out_dir / "metrics.md").write_text(header + table + "\n")
+    print(f"\nTest metrics (composite, per image then averaged):\n{table}\n\nRun directory: {out_dir.resolve()}")
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        results = run(cfg)
+    except USER_ERRORS as e:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"\nerror: {e}\n(set HYDRA_FULL_ERROR=1 for the traceback)", file=sys.stderr)
+        sys.exit(1)
+    metric = cfg.get("optimized_metric")
+    return results.get(metric) if metric else None
+
+
+if __name__ == "__main__":
+    main()
