@@ -1,0 +1,135 @@
+"""Training-step throughput of a model through Lightning vs a plain PyTorch loop, side by side.
+
+Both loops train the same model (identical initial weights) with the same optimizer on the same
+pre-built batches held in memory, so the difference is the framework's per-step overhead (hooks,
+logging, the NaN check, the progress machinery). The runs alternate (plain, Lightning, plain, ...) and
+every step's start-to-start time is recorded; each repeat is summarised by its median step (robust to
+the machine's spikes) and the report gives the median of the per-repeat ratios, so slow drifts cancel.
+
+  python experiments/bench.py                         # scnn, batch 8, 64x64, 30 timed steps x 3 repeats
+  python experiments/bench.py --size 128 --batch 16 --steps 20 --repeats 5 --json out.json
+
+The overhead ratio is time_per_step(Lightning) / time_per_step(plain); 1.00 means no overhead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import statistics
+import time
+
+import lightning as L
+import numpy as np
+import torch
+from hydra import compose, initialize_config_dir
+
+from inpaint.data.masks import FreeFormMask
+from inpaint.run import CONF_DIR, build_model
+
+
+def make_batches(n: int, batch: int, size: int, seed: int = 0) -> list[dict[str, torch.Tensor]]:
+    """Smooth random images with free-form masks (content does not change the cost of a dense net)."""
+    g = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    masks = FreeFormMask(ratio=(0.1, 0.5))
+    out = []
+    for _ in range(n):
+        low = torch.rand(batch, 3, size // 8, size // 8, generator=g)
+        image = torch.nn.functional.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)
+        mask = torch.stack([torch.from_numpy(masks(size, size, rng)) for _ in range(batch)])[:, None]
+        out.append({"image": image.contiguous(), "mask": mask.float()})
+    return out
+
+
+class _StepTimer(L.Callback):
+    """Start-to-start time of every step after ``warmup`` (so work between steps counts too)."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup = warmup
+        self.starts: list[float] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if batch_idx >= self.warmup:
+            self.starts.append(time.perf_counter())
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.starts.append(time.perf_counter())
+
+
+def time_lightning(model: L.LightningModule, batches: list, warmup: int) -> list[float]:
+    timer = _StepTimer(warmup)
+    trainer = L.Trainer(
+        accelerator="cpu", devices=1, max_steps=len(batches), logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+        limit_val_batches=0, callbacks=[timer],
+    )
+    loader = torch.utils.data.DataLoader(batches, batch_size=None, shuffle=False)
+    trainer.fit(model, train_dataloaders=loader)
+    return list(np.diff(timer.starts))
+
+
+def time_plain(model: L.LightningModule, batches: list, warmup: int) -> list[float]:
+    """The loop a person would write by hand: forward, loss, backward, step."""
+    model.train()
+    opt = model.configure_optimizers()
+    starts = []
+    for i, batch in enumerate(batches):
+        if i >= warmup:
+            starts.append(time.perf_counter())
+        opt.zero_grad(set_to_none=True)
+        prediction = model(batch["image"], batch["mask"])
+        loss = model.loss(prediction, batch["image"], batch["mask"])
+        loss.backward()
+        opt.step()
+    starts.append(time.perf_counter())
+    return list(np.diff(starts))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="scnn", help="a model= config with a plain-loop `loss` method")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--steps", type=int, default=30, help="timed steps per run")
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--json", default=None, help="also write the results here")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[f"model={args.model}"])
+    torch.manual_seed(0)
+    base = build_model(cfg)
+    batches = make_batches(args.steps + args.warmup, args.batch, args.size)
+    plain, light = [], []  # per repeat: the median step time (robust to the machine's spikes)
+    for r in range(args.repeats):
+        plain.append(statistics.median(time_plain(copy.deepcopy(base), batches, args.warmup)))
+        light.append(statistics.median(time_lightning(copy.deepcopy(base), batches, args.warmup)))
+        print(f"repeat {r}: plain {plain[-1] * 1e3:.1f} ms/step, lightning {light[-1] * 1e3:.1f} ms/step, "
+              f"ratio {light[-1] / plain[-1]:.3f}", flush=True)
+    ratios = [lt / p for lt, p in zip(light, plain, strict=True)]
+    result = {
+        "model": args.model, "batch": args.batch, "size": args.size, "steps": args.steps,
+        "threads": args.threads, "torch": torch.__version__, "lightning": L.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "plain_ms_per_step": statistics.median(plain) * 1e3,
+        "lightning_ms_per_step": statistics.median(light) * 1e3,
+        "plain_images_per_s": args.batch / statistics.median(plain),
+        "lightning_images_per_s": args.batch / statistics.median(light),
+        "overhead_ratio_median": statistics.median(ratios),
+        "overhead_ratio_of_best": min(light) / min(plain),
+        "overhead_ratios": ratios,
+    }
+    print(json.dumps(result, indent=2))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
