@@ -19,7 +19,6 @@ from pathlib import Path
 
 import hydra
 import lightning as L
-import torch
 from hydra.errors import InstantiationException
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
@@ -72,7 +71,7 @@ def build_model(cfg: DictConfig) -> InpaintModule:
     if not isinstance(model, InpaintModule):
         raise ValueError(f"model._target_={cfg.model._target_} is not an inpaint.models.base.InpaintModule")
     if cfg.get("channels_last"):
-        model = model.to(memory_format=torch.channels_last)
+        model = model.use_channels_last()
     return model
 
 
@@ -115,7 +114,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     datamodule = build_datamodule(cfg)
     trainer = build_trainer(cfg)
     if cfg.get("compile"):
-        model = torch.compile(model)
+        model.compile_networks()
 
     if cfg.task == "fit":
         # checkpoints are read with weights_only=True: tensors and plain containers, no arbitrary pickles

@@ -52,9 +52,40 @@ def test_every_model_data_mask_combination(make_cfg, photos, model, data, mask):
     assert results["test/count"] > 0 and math.isfinite(results["test/psnr"])
 
 
+def test_every_config_file_composes_and_builds(make_cfg, photos):
+    from inpaint.run import CONF_DIR, build_datamodule
+
+    groups = ["model", "data", "mask", "trainer", "logger", "callbacks", "experiment", "hparams_search", "debug"]
+    for group in groups:
+        for f in sorted((CONF_DIR / group).glob("*.yaml")):
+            if group == "trainer" and f.stem == "default":
+                continue
+            needs_root = (group, f.stem) == ("data", "folder") or group == "experiment"
+            cfg = make_cfg(f"{group}={f.stem}", *([f"data.root={photos}"] if needs_root else []))
+            build_model(cfg)
+            build_datamodule(cfg)
+
+
 def test_bf16_mixed_precision_on_cpu(make_cfg):
     results = run(make_cfg(*tiny(), "trainer.precision=bf16-mixed", "logger=none"))
     assert math.isfinite(results["test/psnr"])
+
+
+def test_channels_last_gives_the_same_numbers(make_cfg, tmp_path):
+    eager = run(make_cfg(*tiny(), "logger=none", out=tmp_path / "a"))
+    nhwc = run(make_cfg(*tiny(), "logger=none", "channels_last=true", out=tmp_path / "b"))
+    assert nhwc["test/psnr"] == pytest.approx(eager["test/psnr"], abs=1e-3)
+
+
+@pytest.mark.slow
+def test_compile_switch_keeps_checkpoints_interchangeable(make_cfg, tmp_path):
+    results = run(make_cfg(*tiny(), "logger=none", "compile=true", out=tmp_path / "c"))
+    assert math.isfinite(results["test/psnr"])
+    state = torch.load(tmp_path / "c" / "checkpoints" / "best.ckpt", weights_only=True)["state_dict"]
+    assert not any("_orig_mod" in k for k in state)
+    again = run(make_cfg(*tiny(), "logger=none", "task=test", f"ckpt_path={tmp_path / 'c/checkpoints/best.ckpt'}",
+                         out=tmp_path / "d"))
+    assert again["test/psnr"] == pytest.approx(results["test/psnr"], abs=1e-3)
 
 
 def test_resume_continues_the_step_count(make_cfg, tmp_path):

@@ -50,15 +50,40 @@ class InpaintModule(L.LightningModule):
     size_multiple: int = 1
     #: False for non-learned baselines: ``task=fit`` is refused and ``task=test`` needs no checkpoint
     trainable: bool = True
+    #: names of the submodules (networks) that ``compile=true`` compiles
+    compile_targets: tuple[str, ...] = ()
 
     def __init__(self, buckets: Sequence[Sequence[float]] = DEFAULT_BUCKETS, nan_check_every: int = 1) -> None:
         super().__init__()
+        #: set by ``channels_last=true``: weights and every batch's tensors use the NHWC memory format
+        self.channels_last = False
         self.buckets = tuple(tuple(float(x) for x in b) for b in buckets)
         self.nan_check_every = int(nan_check_every)
         self.val_metrics = InpaintMetrics(self.buckets)
         self.test_metrics = InpaintMetrics(self.buckets)
         self.test_results: dict[str, float] = {}
         self.val_results: dict[str, float] = {}
+
+    def compile_networks(self, **kwargs) -> InpaintModule:
+        """``compile=true``: compile each network in :attr:`compile_targets` in place (``nn.Module.compile``,
+        so state-dict keys, and thus checkpoints, are the same as without it). The training logic and
+        logging stay eager."""
+        if not self.compile_targets:
+            log.warning("compile=true: %s declares no networks to compile; running eagerly", type(self).__name__)
+        for name in self.compile_targets:
+            getattr(self, name).compile(**kwargs)
+        return self
+
+    def use_channels_last(self) -> InpaintModule:
+        """NHWC memory format for the weights and (in ``on_after_batch_transfer``) every batch."""
+        self.channels_last = True
+        return self.to(memory_format=torch.channels_last)
+
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        if self.channels_last:
+            batch = {k: v.contiguous(memory_format=torch.channels_last) if torch.is_tensor(v) and v.ndim == 4 else v
+                     for k, v in batch.items()}
+        return batch
 
     # ----------------------------------------------------------------------------------- model API
     def forward(self, image: Tensor, mask: Tensor) -> Tensor:  # pragma: no cover - abstract

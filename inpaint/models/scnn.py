@@ -29,6 +29,8 @@ from inpaint.nets.scnn import SCNN
 class SCNNModule(InpaintModule):
     """SC-NN as a LightningModule: MSE to the clean image, Adam, one forward pass at inference."""
 
+    compile_targets = ("net",)
+
     def __init__(
         self,
         lr: float = 1e-3,
