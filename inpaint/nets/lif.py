@@ -47,45 +47,28 @@ def surrogate_derivative(x: Tensor, surrogate: str = "arctan", alpha: float = 2.
     raise ValueError(f"surrogate={surrogate!r} is not valid; expected one of {SURROGATES}")
 
 
-class ArctanSpike(torch.autograd.Function):
-    """Heaviside step (``x > 0`` -> 1) forward, arctan surrogate backward."""
+class SurrogateSpike(torch.autograd.Function):
+    """Heaviside step (``x > 0`` -> 1) forward; the surrogate derivative of ``surrogate`` backward."""
 
     @staticmethod
-    def forward(ctx: FunctionCtx, x: Tensor, alpha: float = 2.0) -> Tensor:
+    def forward(ctx: FunctionCtx, x: Tensor, surrogate: str, alpha: float, slope: float) -> Tensor:
         ctx.save_for_backward(x)
-        ctx.alpha = alpha  # type: ignore[attr-defined]
+        ctx.params = (surrogate, alpha, slope)  # type: ignore[attr-defined]
         return (x > 0).to(x.dtype)
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: FunctionCtx, grad: Tensor) -> tuple[Tensor, None]:
+    def backward(ctx: FunctionCtx, grad: Tensor) -> tuple[Tensor | None, ...]:
         (x,) = ctx.saved_tensors  # type: ignore[attr-defined]
-        return grad * surrogate_derivative(x, "arctan", alpha=ctx.alpha), None  # type: ignore[attr-defined]
-
-
-class FastSigmoidSpike(torch.autograd.Function):
-    """Heaviside step (``x > 0`` -> 1) forward, fast-sigmoid surrogate backward."""
-
-    @staticmethod
-    def forward(ctx: FunctionCtx, x: Tensor, slope: float = 25.0) -> Tensor:
-        ctx.save_for_backward(x)
-        ctx.slope = slope  # type: ignore[attr-defined]
-        return (x > 0).to(x.dtype)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: FunctionCtx, grad: Tensor) -> tuple[Tensor, None]:
-        (x,) = ctx.saved_tensors  # type: ignore[attr-defined]
-        return grad * surrogate_derivative(x, "fast_sigmoid", slope=ctx.slope), None  # type: ignore[attr-defined]
+        surrogate, alpha, slope = ctx.params  # type: ignore[attr-defined]
+        return grad * surrogate_derivative(x, surrogate, alpha=alpha, slope=slope), None, None, None
 
 
 def spike(v_minus_th: Tensor, surrogate: str = "arctan", alpha: float = 2.0, slope: float = 25.0) -> Tensor:
     """Binary spikes ``H(v - threshold)`` (strictly > 0 fires) with a surrogate gradient."""
-    if surrogate == "arctan":
-        return ArctanSpike.apply(v_minus_th, alpha)
-    if surrogate == "fast_sigmoid":
-        return FastSigmoidSpike.apply(v_minus_th, slope)
-    raise ValueError(f"surrogate={surrogate!r} is not valid; expected one of {SURROGATES}")
+    if surrogate not in SURROGATES:
+        raise ValueError(f"surrogate={surrogate!r} is not valid; expected one of {SURROGATES}")
+    return SurrogateSpike.apply(v_minus_th, surrogate, alpha, slope)
 
 
 @dataclass(frozen=True)
