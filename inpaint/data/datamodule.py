@@ -20,28 +20,15 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from inpaint.data.io import list_images, resize_to_cover
+from inpaint.data.io import list_images, resize_short, resize_to_cover
 from inpaint.data.masks import MaskGenerator
 from inpaint.data.sources import FolderSource, ImageSource
 
 log = logging.getLogger(__name__)
 
 _SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
-
-
-def _resize_short(img: np.ndarray, short: int | None) -> np.ndarray:
-    """Resize so the short side equals ``short`` (bicubic, aspect kept); ``None`` leaves it as is."""
-    if not short:
-        return img
-    h, w = img.shape[:2]
-    scale = short / min(h, w)
-    if abs(scale - 1.0) < 1e-6:
-        return img
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return np.asarray(Image.fromarray(img).resize(size, Image.BICUBIC))
 
 
 class InpaintDataset(Dataset):
@@ -78,6 +65,8 @@ class InpaintDataset(Dataset):
         self.hflip = hflip
         default_len = len(source) if train else len(source) * self.crops_per_image
         self.length = int(length) if length else default_len
+        # resized images of an in-memory source, so the resize is done once per image, not per sample
+        self._prepared: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
         return self.length
@@ -86,6 +75,15 @@ class InpaintDataset(Dataset):
         """The generator that fixes evaluation sample ``index`` (crop and mask)."""
         return np.random.default_rng([self.seed, _SPLIT_IDS.get(self.split, 3), index])
 
+    def _image(self, idx: int) -> np.ndarray:
+        """Image ``idx`` resized as configured and at least the crop size."""
+        if idx in self._prepared:
+            return self._prepared[idx]
+        img = resize_to_cover(resize_short(self.source.load(idx), self.resize_short), *self.size)
+        if self.source.in_memory:
+            self._prepared[idx] = img
+        return img
+
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
         if self.train:
             rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
@@ -93,10 +91,8 @@ class InpaintDataset(Dataset):
         else:
             rng = self.eval_rng(index)
             img_idx = index // self.crops_per_image
-        img = self.source.load(img_idx)
-        img = _resize_short(img, self.resize_short)
+        img = self._image(img_idx)
         th, tw = self.size
-        img = resize_to_cover(img, th, tw)
         h, w = img.shape[:2]
         if self.train or self.crops_per_image > 1:
             top = int(rng.integers(0, h - th + 1))
@@ -286,7 +282,11 @@ def hash_split(
         )
 
     def key(p: Path) -> str:
-        rel = p.relative_to(root) if p.is_absolute() and root in p.parents else p
+        # hash the path relative to the root, so 'photos' and './photos' or '/abs/photos' split alike
+        try:
+            rel = p.relative_to(root)
+        except ValueError:
+            rel = p
         return hashlib.md5(rel.as_posix().encode()).hexdigest()
 
     ordered = sorted(files, key=key)

@@ -23,6 +23,7 @@ __all__ = [
     "is_image_file",
     "list_images",
     "load_image",
+    "resize_short",
     "resize_to_cover",
     "to_rgb_uint8",
 ]
@@ -341,5 +342,20 @@ def resize_to_cover(img: np.ndarray, min_h: int, min_w: int) -> np.ndarray:
     scale = max(min_h / h, min_w / w)
     new_h = max(min_h, math.ceil(h * scale - 1e-6))
     new_w = max(min_w, math.ceil(w * scale - 1e-6))
+    return _resize(img, new_h, new_w)
+
+
+def resize_short(img: np.ndarray, short: int | None) -> np.ndarray:
+    """Resize (bicubic, aspect kept) so the short side is ``short``; ``None``/0 or already that size: unchanged."""
+    if not short:
+        return img
+    h, w = img.shape[:2]
+    if min(h, w) == short:
+        return img
+    scale = short / min(h, w)
+    return _resize(img, max(1, round(h * scale)), max(1, round(w * scale)))
+
+
+def _resize(img: np.ndarray, new_h: int, new_w: int) -> np.ndarray:
     pil = Image.fromarray(np.ascontiguousarray(img))
     return np.asarray(pil.resize((new_w, new_h), Image.Resampling.BICUBIC)).copy()

@@ -61,6 +61,10 @@ class CorruptImageWarning(UserWarning):
 class ImageSource(abc.ABC):
     """An indexable collection of RGB uint8 images."""
 
+    #: True when ``load`` serves images already held in memory (few, small): consumers may then cache
+    #: work derived from them (e.g. a resize) instead of redoing it for every sample
+    in_memory: bool = False
+
     @abc.abstractmethod
     def __len__(self) -> int:
         """Number of images."""
@@ -169,6 +173,8 @@ class SampleSource(ImageSource):
     Works offline: only files packaged with scikit-image are read (see
     :data:`SAMPLE_SPLITS`). Images are cached in memory after the first load.
     """
+
+    in_memory = True
 
     def __init__(self, split: str = "train") -> None:
         if split not in SAMPLE_SPLITS:
