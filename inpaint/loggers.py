@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 from lightning.pytorch.loggers import Logger, TensorBoardLogger, WandbLogger
 
-from inpaint.metrics import METRIC_NAMES, bucket_name, metrics_table
+from inpaint.metrics import METRIC_NAMES, metric_rows, metrics_table
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +67,7 @@ def log_metric_table(
     loggers = list(loggers)
     if not loggers:
         return
-    rows = []
-    for name in ["all"] + [bucket_name(*b) for b in buckets]:
-        suffix = "" if name == "all" else f"@{name}"
-        if f"{prefix}count{suffix}" not in results:
-            continue
-        rows.append([name, int(results[f"{prefix}count{suffix}"])] + [results[f"{prefix}{m}{suffix}"] for m in METRIC_NAMES])
+    rows = [[label, int(count or 0), *values] for label, count, values in metric_rows(results, buckets, prefix)]
     for lg in loggers:
         if isinstance(lg, WandbLogger):
             lg.log_table(key=key, columns=["bucket", "n", *METRIC_NAMES], data=rows)

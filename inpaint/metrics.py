@@ -200,6 +200,24 @@ class InpaintMetrics(torchmetrics.Metric):
         return out
 
 
+def metric_rows(
+    results: Mapping[str, Any],
+    buckets: Sequence[Sequence[float]] = DEFAULT_BUCKETS,
+    prefix: str = "",
+) -> list[tuple[str, float | None, list[float | None]]]:
+    """``(bucket label, count, [value per METRIC_NAMES])`` for "all" and each bucket present in ``results``
+    (keys optionally prefixed, e.g. ``"test/"``); a missing count or value is ``None``."""
+    names = [bucket_name(float(lo), float(hi)) for lo, hi in buckets]
+    rows = []
+    for label, suffix in [("all", "")] + [(name, f"@{name}") for name in names]:
+        keys = [f"{prefix}{metric}{suffix}" for metric in ("count", *METRIC_NAMES)]
+        if not any(key in results for key in keys):
+            continue
+        values = [float(results[k]) if k in results else None for k in keys]
+        rows.append((label, values[0], values[1:]))
+    return rows
+
+
 def metrics_table(
     results: Mapping[str, Any],
     buckets: Sequence[Sequence[float]] = DEFAULT_BUCKETS,
@@ -211,15 +229,8 @@ def metrics_table(
     """
     header = "| bucket | n | " + " | ".join(title for _, title, _ in _TABLE_COLUMNS) + " |"
     lines = [header, "|" + "---|" * (2 + len(_TABLE_COLUMNS))]
-    names = [bucket_name(float(lo), float(hi)) for lo, hi in buckets]
-    rows = [("all", "")] + [(name, f"@{name}") for name in names]
-    for label, suffix in rows:
-        keys = [f"{prefix}{metric}{suffix}" for metric in ("count", *METRIC_NAMES)]
-        if not any(key in results for key in keys):
-            continue
-        count = results.get(keys[0])
-        cells = [label, "-" if count is None else f"{float(count):.0f}"]
-        for key, (_, _, fmt) in zip(keys[1:], _TABLE_COLUMNS, strict=True):
-            cells.append(f"{float(results[key]):{fmt}}" if key in results else "-")
+    for label, count, values in metric_rows(results, buckets, prefix):
+        cells = [label, "-" if count is None else f"{count:.0f}"]
+        cells += ["-" if v is None else f"{v:{fmt}}" for v, (_, _, fmt) in zip(values, _TABLE_COLUMNS, strict=True)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

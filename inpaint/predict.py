@@ -119,8 +119,7 @@ def inpaint_file(model: InpaintModule, image: np.ndarray, mask: np.ndarray, devi
     multiple = max(1, int(getattr(model, "size_multiple", 1)))
     img_p, (h, w) = pad_to_multiple(img, multiple, pad_mode)
     msk_p, _ = pad_to_multiple(msk, multiple, "replicate" if pad_mode == "reflect" else pad_mode)
-    out = model.inpaint(img_p, msk_p)[..., :h, :w]
-    out = out * msk + img * (1 - msk)  # known pixels exactly as given, also after padding
+    out = model.inpaint(img_p, msk_p)[..., :h, :w]  # known pixels come back exactly as given
     return (out[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
 
 

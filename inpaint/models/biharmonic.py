@@ -6,11 +6,14 @@ smooth fill with no learned prior, the floor every learned model must beat on th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 from skimage.restoration import inpaint_biharmonic
 from torch import Tensor
 
+from inpaint.metrics import DEFAULT_BUCKETS
 from inpaint.models.base import InpaintModule
 
 
@@ -19,9 +22,8 @@ class BiharmonicModule(InpaintModule):
 
     trainable = False
 
-    def __init__(self, buckets=None, nan_check_every: int = 0) -> None:
-        kwargs = {} if buckets is None else {"buckets": buckets}
-        super().__init__(nan_check_every=nan_check_every, **kwargs)
+    def __init__(self, buckets: Sequence[Sequence[float]] = DEFAULT_BUCKETS) -> None:
+        super().__init__(buckets=buckets, nan_check_every=0)
         self.save_hyperparameters()
 
     def forward(self, image: Tensor, mask: Tensor) -> Tensor:
