@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import hydra
@@ -25,7 +26,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from inpaint.checkpoints import CheckpointMismatchError, check_checkpoint_class, load_weights
 from inpaint.data.io import ImageReadError
-from inpaint.metrics import metrics_table
+from inpaint.loggers import log_metric_table
+from inpaint.metrics import bucket_name, metrics_table
 from inpaint.models.base import InpaintModule
 
 log = logging.getLogger("inpaint.run")
@@ -75,8 +77,17 @@ def build_model(cfg: DictConfig) -> InpaintModule:
     return model
 
 
-def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
-    mask = _instantiate(cfg.mask)
+def build_datamodule(cfg: DictConfig, mask_ratio: Sequence[float] | None = None) -> L.LightningDataModule:
+    """The configured DataModule; ``mask_ratio`` restricts the mask generator to one hole-ratio range."""
+    mask_cfg = cfg.mask
+    if mask_ratio is not None:
+        if "ratio" not in mask_cfg:
+            raise ValueError(
+                f"eval.per_bucket=true needs a mask generator with a hole-ratio option (mask=nvidia, freeform "
+                f"or blocks); {mask_cfg._target_} has none. Use eval.per_bucket=false with this mask."
+            )
+        mask_cfg = OmegaConf.merge(mask_cfg, {"ratio": [float(r) for r in mask_ratio]})
+    mask = _instantiate(mask_cfg)
     return _instantiate(cfg.data, mask=mask, seed=cfg.seed)
 
 
@@ -123,12 +134,14 @@ def run(cfg: DictConfig) -> dict[str, float]:
             return {}
         cb = _checkpoint_callback(trainer)
         test_ckpt = (cb.best_model_path or cb.last_model_path) if cb else None
-        trainer.test(model, datamodule=datamodule, ckpt_path=test_ckpt or None, weights_only=True)
     else:
-        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path or None, weights_only=True)
         test_ckpt = ckpt_path
+    if cfg.eval.get("per_bucket"):
+        results = test_per_bucket(cfg, model, trainer, test_ckpt or None)
+    else:
+        trainer.test(model, datamodule=datamodule, ckpt_path=test_ckpt or None, weights_only=True)
+        results = dict(model.test_results)
 
-    results = dict(model.test_results)
     if trainer.is_global_zero:
         write_report(cfg, out_dir, results, model.val_results, test_ckpt)
     # validation numbers for sweepers: the checkpoint's monitored best, else the last validation
@@ -139,6 +152,34 @@ def run(cfg: DictConfig) -> dict[str, float]:
     return summary
 
 
+def test_per_bucket(cfg: DictConfig, model: InpaintModule, trainer: L.Trainer, ckpt: str | None) -> dict[str, float]:
+    """One test run per ``eval.buckets`` entry with the masks restricted to it, merged into one result.
+
+    Bucket ``[lo, hi)``'s overall numbers become ``test/<metric>@lo-hi`` (and ``test/count@lo-hi``); the
+    plain ``test/<metric>`` keys are the image-weighted mean over all bucket runs."""
+    merged: dict[str, float] = {}
+    totals: dict[str, float] = {}
+    n_total = 0.0
+    for lo, hi in cfg.eval.buckets:
+        log.info("per-bucket evaluation: hole ratio [%s, %s)", lo, hi)
+        datamodule = build_datamodule(cfg, mask_ratio=(lo, hi))
+        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
+        suffix = "@" + bucket_name(lo, hi)
+        res = model.test_results
+        n = float(res.get("test/count", 0.0))
+        for key, value in res.items():
+            if "@" in key:  # the run's own ratio grouping: superseded by the bucket it was restricted to
+                continue
+            merged[key + suffix] = value
+            if key != "test/count" and n > 0:
+                totals[key] = totals.get(key, 0.0) + value * n
+        n_total += n
+    merged.update({k: v / n_total for k, v in totals.items()} if n_total else {})
+    merged["test/count"] = n_total
+    log_metric_table(trainer.loggers, "test/per_bucket_table", merged, [tuple(b) for b in cfg.eval.buckets], prefix="test/")
+    return merged
+
+
 def write_report(cfg: DictConfig, out_dir: Path, test: dict, val: dict, ckpt: str | None) -> None:
     """``metrics.json`` (every number) and ``metrics.md`` (the per-bucket table) in the run dir."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -147,12 +188,18 @@ def write_report(cfg: DictConfig, out_dir: Path, test: dict, val: dict, ckpt: st
         "model": cfg.model._target_,
         "task": cfg.task,
         "checkpoint": str(ckpt) if ckpt else None,
+        "protocol": "per_bucket" if cfg.eval.get("per_bucket") else "pooled",
         "test": test,
         "last_val": val,
     }
     (out_dir / "metrics.json").write_text(json.dumps(report, indent=2))
     table = metrics_table(test, buckets, prefix="test/")
-    header = f"# Test metrics\n\nmodel: `{cfg.model._target_}`  \ncheckpoint: `{ckpt}`\n\n"
+    protocol = (
+        "one test run per bucket, masks restricted to its hole ratio (eval.per_bucket=true)"
+        if cfg.eval.get("per_bucket")
+        else "one test run, images grouped by their mask's hole ratio"
+    )
+    header = f"# Test metrics\n\nmodel: `{cfg.model._target_}`  \ncheckpoint: `{ckpt}`  \nbuckets: {protocol}\n\n"
     (out_dir / "metrics.md").write_text(header + table + "\n")
     print(f"\nTest metrics (composite, per image then averaged):\n{table}\n\nRun directory: {out_dir.resolve()}")
 

@@ -37,7 +37,7 @@ class _Const(MaskGenerator):
     def __init__(self, value: float) -> None:
         self.value = value
 
-    def __call__(self, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+    def __call__(self, height: int, width: int, rng: np.random.Generator, index: int | None = None) -> np.ndarray:
         return np.full((height, width), self.value, dtype=np.float32)
 
 

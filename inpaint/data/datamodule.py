@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from inpaint.data.io import list_images, resize_short, resize_to_cover
-from inpaint.data.masks import MaskGenerator
+from inpaint.data.masks import MaskGenerator, call_mask
 from inpaint.data.sources import FolderSource, ImageSource
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,7 @@ class InpaintDataset(Dataset):
         crops_per_image: int = 1,
         resize_short: int | None = None,
         hflip: bool = False,
+        center_crop: int | Sequence[int] | None = None,
     ) -> None:
         if len(source) == 0:
             raise ValueError(f"the {split} image source is empty")
@@ -63,6 +64,7 @@ class InpaintDataset(Dataset):
         self.crops_per_image = max(1, int(crops_per_image))
         self.resize_short = resize_short
         self.hflip = hflip
+        self.center_crop = _pair(center_crop) if center_crop else None
         default_len = len(source) if train else len(source) * self.crops_per_image
         self.length = int(length) if length else default_len
         # resized images of an in-memory source, so the resize is done once per image, not per sample
@@ -79,7 +81,12 @@ class InpaintDataset(Dataset):
         """Image ``idx`` resized as configured and at least the crop size."""
         if idx in self._prepared:
             return self._prepared[idx]
-        img = resize_to_cover(resize_short(self.source.load(idx), self.resize_short), *self.size)
+        img = self.source.load(idx)
+        if self.center_crop is not None:
+            ch, cw = min(self.center_crop[0], img.shape[0]), min(self.center_crop[1], img.shape[1])
+            top, left = (img.shape[0] - ch) // 2, (img.shape[1] - cw) // 2
+            img = img[top : top + ch, left : left + cw]
+        img = resize_to_cover(resize_short(img, self.resize_short), *self.size)
         if self.source.in_memory:
             self._prepared[idx] = img
         return img
@@ -102,9 +109,13 @@ class InpaintDataset(Dataset):
         crop = img[top : top + th, left : left + tw]
         if self.train and self.hflip and rng.random() < 0.5:
             crop = crop[:, ::-1]
-        mask = self.mask(th, tw, rng)
+        mask = call_mask(self.mask, th, tw, rng, None if self.train else index)
         image = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1).float().div_(255.0)
-        return {"image": image, "mask": torch.from_numpy(mask).float()[None], "index": index}
+        sample = {"image": image, "mask": torch.from_numpy(mask).float()[None], "index": index}
+        region = getattr(self.mask, "region", None)
+        if callable(region):  # e.g. the context encoders' overlap window around a centre hole
+            sample["region"] = torch.from_numpy(region(th, tw)).float()[None]
+        return sample
 
 
 def _pair(size: int | Sequence[int]) -> tuple[int, int]:
@@ -135,6 +146,7 @@ class InpaintDataModule(L.LightningDataModule):
         hflip: bool = True,
         seed: int = 0,
         pin_memory: bool = False,
+        center_crop: int | Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         if mask is None:
@@ -153,6 +165,7 @@ class InpaintDataModule(L.LightningDataModule):
         self.hflip = hflip
         self.seed = int(seed)
         self.pin_memory = pin_memory
+        self.center_crop = center_crop
         self.datasets: dict[str, InpaintDataset] = {}
 
     @classmethod
@@ -202,6 +215,7 @@ class InpaintDataModule(L.LightningDataModule):
                 crops_per_image=1 if train else self.eval_crops_per_image,
                 resize_short=self.resize_short,
                 hflip=self.hflip and train,
+                center_crop=self.center_crop,
             )
         return self.datasets[split]
 

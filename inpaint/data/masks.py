@@ -35,6 +35,7 @@ __all__ = [
     "FreeFormMask",
     "MaskGenerator",
     "MixedMask",
+    "call_mask",
     "mask_ratio",
 ]
 
@@ -143,6 +144,16 @@ def _grow_to(mask: np.ndarray, target: int) -> None:
         count += keep
 
 
+def call_mask(
+    gen: Any, height: int, width: int, rng: np.random.Generator, index: int | None = None
+) -> np.ndarray:
+    """``gen(height, width, rng)``, passing ``index`` on to :class:`MaskGenerator` subclasses (a plain
+    callable ``(h, w, rng) -> mask`` works too)."""
+    if isinstance(gen, MaskGenerator):
+        return gen(height, width, rng, index=index)
+    return gen(height, width, rng)
+
+
 # ------------------------------------------------------------------------------------------ generators
 
 
@@ -150,8 +161,13 @@ class MaskGenerator(abc.ABC):
     """Base class: ``gen(height, width, rng)`` returns a float32 ``[H, W]`` mask, 1 = hole."""
 
     @abc.abstractmethod
-    def __call__(self, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
-        """Generate one mask using only ``rng`` for randomness."""
+    def __call__(
+        self, height: int, width: int, rng: np.random.Generator, index: int | None = None
+    ) -> np.ndarray:
+        """Generate one mask using only ``rng`` for randomness.
+
+        ``index`` is the evaluation sample's index (``None`` for training samples). Generators that pair
+        evaluation images with a fixed set of masks (mask files) use it; the others ignore it."""
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
@@ -164,9 +180,20 @@ class CenterMask(MaskGenerator):
     Args:
         size: side length; an ``int`` is in pixels (>= 1), a ``float`` in ``(0, 1]`` is a fraction of
             ``min(H, W)`` (rounded, at least 1 px).  A pixel side larger than the image raises ValueError.
+        overlap: width in pixels (int >= 0) of the ring around the hole that :meth:`region` adds.
+
+    The hole occupies rows ``top .. top + side - 1`` with ``top = (H - side) // 2`` (columns likewise),
+    e.g. ``CenterMask(8)`` on a 32x32 image covers rows/cols 12..19.
+
+    :meth:`region` is the hole grown by ``overlap`` pixels on each side.  The context-encoder papers
+    (Pathak et al.; "Beyond CNNs") predict a window larger than the hole: on CIFAR's 32x32 images the
+    8x8 centre hole (rows/cols 12..19) is reconstructed inside a 16x16 window (rows/cols 8..23,
+    ``overlap=4``) and the 4-px ring of known pixels gets its own loss weight.  Models that need that
+    window read it from the batch (key ``"region"``, added by the DataModule for generators that have a
+    ``region`` method).
     """
 
-    def __init__(self, size: int | float = 0.25) -> None:
+    def __init__(self, size: int | float = 0.25, overlap: int = 0) -> None:
         if isinstance(size, numbers.Integral) and not isinstance(size, bool):
             self.size: int | float = _check_int("size", size, 1)
         elif _is_real(size):
@@ -175,6 +202,7 @@ class CenterMask(MaskGenerator):
             raise ValueError(
                 f"size must be an int >= 1 (pixels) or a float in (0, 1] (fraction), got {size!r}"
             )
+        self.overlap = _check_int("overlap", overlap, 0)
 
     def side(self, height: int, width: int) -> int:
         """Hole side in pixels for an image of the given size."""
@@ -186,12 +214,23 @@ class CenterMask(MaskGenerator):
             raise ValueError(f"size={self.size!r} ({side} px) exceeds the {height}x{width} image")
         return side
 
-    def __call__(self, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+    def __call__(
+        self, height: int, width: int, rng: np.random.Generator, index: int | None = None
+    ) -> np.ndarray:
         height, width = _check_call(height, width, rng)
+        return self._square(height, width, 0)
+
+    def region(self, height: int, width: int) -> np.ndarray:
+        """float32 ``[H, W]``: 1 on the hole grown by ``overlap`` px on each side (clipped to the image)."""
+        height = _check_int("height", height, 1)
+        width = _check_int("width", width, 1)
+        return self._square(height, width, self.overlap)
+
+    def _square(self, height: int, width: int, grow: int) -> np.ndarray:
         side = self.side(height, width)
         top, left = (height - side) // 2, (width - side) // 2
         mask = np.zeros((height, width), dtype=np.float32)
-        mask[top : top + side, left : left + side] = 1.0
+        mask[max(0, top - grow) : top + side + grow, max(0, left - grow) : left + side + grow] = 1.0
         return mask
 
 
@@ -221,7 +260,9 @@ class BlockMask(MaskGenerator):
             )
         self.max_blocks = _check_int("max_blocks", max_blocks, 1)
 
-    def __call__(self, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+    def __call__(
+        self, height: int, width: int, rng: np.random.Generator, index: int | None = None
+    ) -> np.ndarray:
         height, width = _check_call(height, width, rng)
         target, upper = _draw_target(self.ratio, height, width, rng)
         mask = np.zeros((height, width), dtype=bool)
@@ -322,7 +363,9 @@ class FreeFormMask(MaskGenerator):
         arc = offsets[seg] + t[np.arange(seg.size), seg] * seg_len[seg]
         return np.argsort(arc, kind="stable")
 
-    def __call__(self, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+    def __call__(
+        self, height: int, width: int, rng: np.random.Generator, index: int | None = None
+    ) -> np.ndarray:
         height, width = _check_call(height, width, rng)
         target, upper = _draw_target(self.ratio, height, width, rng)
         canvas = Image.new("L", (width, height), 0)
@@ -409,7 +452,9 @@ class MixedMask(MaskGenerator):
         self.weights: list[float] = (w / w.sum()).tolist()
         self._p = w / w.sum()
 
-    def __call__(self, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+    def __call__(
+        self, height: int, width: int, rng: np.random.Generator, index: int | None = None
+    ) -> np.ndarray:
         _check_call(height, width, rng)
         idx = int(rng.choice(len(self.generators), p=self._p))
-        return self.generators[idx](height, width, rng)
+        return call_mask(self.generators[idx], height, width, rng, index)
