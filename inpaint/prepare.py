@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from inpaint.data.datasets.base import DatasetDataModule
 from inpaint.metrics import bucket_name
-from inpaint.run import CONF_DIR, USER_ERRORS, _instantiate
+from inpaint.run import CONF_DIR, USER_ERRORS, _instantiate, user_message
 
 log = logging.getLogger("inpaint.prepare")
 
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     except (*USER_ERRORS, HydraException) as e:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        print(f"\nerror: {e}\n(set HYDRA_FULL_ERROR=1 for the traceback)", file=sys.stderr)
+        print(f"\nerror: {user_message(e)}\n(set HYDRA_FULL_ERROR=1 for the traceback)", file=sys.stderr)
         return 1
     return 0 if ready else 1
 

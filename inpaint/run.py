@@ -23,6 +23,7 @@ import lightning as L
 from hydra.errors import InstantiationException
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
 from inpaint.checkpoints import CheckpointMismatchError, check_checkpoint_class, load_weights
 from inpaint.data.io import ImageReadError
@@ -52,7 +53,15 @@ USER_ERRORS = (
     ImageReadError,
     CheckpointMismatchError,
     FloatingPointError,
+    MissingMandatoryValue,  # a `???` option left unset, e.g. data.root
 )
+
+
+def user_message(e: BaseException) -> str:
+    """The one-line report of a user error."""
+    if isinstance(e, MissingMandatoryValue) and getattr(e, "full_key", None):
+        return f"{e.full_key} is not set (it has no default): add {e.full_key}=... to the command"
+    return str(e)
 
 
 def _instantiate(node, **kwargs):
@@ -211,7 +220,7 @@ def main(cfg: DictConfig) -> float | None:
     except USER_ERRORS as e:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        print(f"\nerror: {e}\n(set HYDRA_FULL_ERROR=1 for the traceback)", file=sys.stderr)
+        print(f"\nerror: {user_message(e)}\n(set HYDRA_FULL_ERROR=1 for the traceback)", file=sys.stderr)
         sys.exit(1)
     metric = cfg.get("optimized_metric")
     return results.get(metric) if metric else None

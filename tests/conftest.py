@@ -93,3 +93,42 @@ def run_cli(*args: str, cwd: Path, timeout: int = 300, env: dict | None = None) 
     return subprocess.run(
         [sys.executable, "-m", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
     )
+
+
+def _arrays(n: int, size: tuple[int, int], seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    h, w = size
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    out = []
+    for _ in range(n):
+        img = np.stack([np.sin((2 + 4 * rng.random()) * (xx + yy * rng.random()) + 6 * rng.random()) for _ in range(3)], -1)
+        out.append(((img * 0.5 + 0.5) * 255).astype(np.uint8))
+    return out
+
+
+def write_dataset(name: str, root: Path) -> list[str]:
+    """Write a tiny copy of dataset ``name`` in its true on-disk format under ``root``; returns the
+    overrides that train on it (``data=NAME data.root=ROOT`` plus small splits)."""
+    from inpaint.data.datasets import celeba, cifar10, lsdir, lsun, places2
+
+    over = [f"data={name}", f"data.root={root}"]
+    if name == "cifar10":
+        cifar10.write_example(root, _arrays(10, (32, 32), 0), _arrays(4, (32, 32), 1))
+        return [*over, "data.val_size=3", "data.verify_checksums=false"]
+    if name == "celeba":
+        celeba.write_example(root, _arrays(10, (218, 178), 0))
+        return [*over, "data.verify_checksums=false", "data.center_crop=178", "data.resize_short=40"]
+    if name == "places2":
+        places2.write_example(root, _arrays(8, (48, 48), 0), _arrays(3, (48, 48), 1), _arrays(3, (48, 48), 2))
+        return over
+    if name == "lsdir":
+        lsdir.write_example(root, _arrays(8, (60, 72), 0), _arrays(3, (60, 72), 1))
+        return [*over, "data.val_size=2"]
+    if name == "lsun":
+        lsun.write_example(root, _arrays(8, (40, 52), 0), category="bedroom", split="train")
+        lsun.write_example(root, _arrays(3, (40, 52), 1), category="bedroom", split="val", seed=1)
+        return [*over, "data.category=bedroom", "data.val_size=2", "data.resize_short=40"]
+    raise ValueError(f"no fixture writer for data={name}")
+
+
+DATASETS = ("cifar10", "celeba", "places2", "lsdir", "lsun")

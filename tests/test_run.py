@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_cli, tiny, write_photos
+from conftest import DATASETS, run_cli, tiny, write_dataset, write_photos
 from hydra.errors import ConfigCompositionException
 
 from inpaint.checkpoints import CheckpointMismatchError, load_weights
@@ -52,7 +52,7 @@ def test_every_model_data_mask_combination(make_cfg, photos, model, data, mask):
     assert results["test/count"] > 0 and math.isfinite(results["test/psnr"])
 
 
-def test_every_config_file_composes_and_builds(make_cfg, photos):
+def test_every_config_file_composes_and_builds(make_cfg, photos, tmp_path):
     from inpaint.run import CONF_DIR, build_datamodule
 
     groups = ["model", "data", "mask", "trainer", "logger", "callbacks", "experiment", "hparams_search", "debug"]
@@ -61,7 +61,12 @@ def test_every_config_file_composes_and_builds(make_cfg, photos):
             if group == "trainer" and f.stem == "default":
                 continue
             needs_root = (group, f.stem) == ("data", "folder") or group == "experiment"
-            cfg = make_cfg(f"{group}={f.stem}", *([f"data.root={photos}"] if needs_root else []))
+            extra = [f"data.root={photos}"] if needs_root else []
+            if group == "data" and f.stem in DATASETS:
+                extra = write_dataset(f.stem, tmp_path / f.stem)[1:]
+            if (group, f.stem) == ("mask", "nvidia"):
+                extra.append(f"mask.root={photos}")  # any images read as masks
+            cfg = make_cfg(f"{group}={f.stem}", *extra)
             build_model(cfg)
             build_datamodule(cfg)
 
