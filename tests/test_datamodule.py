@@ -143,3 +143,25 @@ def test_corrupt_image_is_named_or_skipped(tmp_path):
         item = dm.val_dataset[1]
     assert item["image"].shape == (3, 32, 32)
     assert len(list_images(root)) == 3
+
+
+def test_several_crops_per_decoded_image_keep_the_batch_contract():
+    """train_crops_per_load=k: each decode yields k crops (each with its own mask), batches keep their size."""
+    loads = []
+
+    class Counting(SampleSource):
+        def load(self, index):
+            loads.append(index)
+            return super().load(index)
+
+    dm = _dm(train=Counting("train"), batch_size=8, train_crops_per_load=4, train_samples_per_epoch=16)
+    dm.setup("fit")
+    batches = list(dm.train_dataloader())
+    assert len(batches) == 2 and all(b["image"].shape == (8, 3, 32, 32) for b in batches)
+    b = batches[0]
+    assert b["mask"].shape == (8, 1, 32, 32) and b["index"].shape == (8,)
+    assert torch.equal(b["index"][:4], b["index"][:1].repeat(4))  # 4 crops of one image ...
+    assert not torch.equal(b["image"][0], b["image"][1]) and not torch.equal(b["mask"][0], b["mask"][1])
+    assert len(loads) == 4  # ... from one decode each (16 samples, 4 loads)
+    with pytest.raises(ValueError, match="train_crops_per_load=3 must be >= 1 and divide data.batch_size=8"):
+        _dm(batch_size=8, train_crops_per_load=3)

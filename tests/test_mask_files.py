@@ -489,3 +489,33 @@ def test_nvidia_config(make_cfg, white) -> None:
     options = (gen.hole, gen.threshold, gen.hflip, gen.vflip, gen.rotate, gen.dilate, gen.seed)
     assert options == ("white", 128, True, False, True, 0, 0)
     assert gen(32, 32, np.random.default_rng(0)).shape == (32, 32)
+
+
+# ------------------------------------------------------------------------------------------ packed cache
+
+
+def test_packed_cache_gives_the_same_masks_as_the_files(rows12) -> None:
+    import pickle
+
+    packed = NvidiaMask(rows12, ratio=[0.1, 0.3])
+    plain = NvidiaMask(rows12, ratio=[0.1, 0.3], packed=False)
+    bits = list((rows12 / cache.CACHE_DIRNAME).glob("mask-bits-white-128-*.npy"))
+    assert len(bits) == 1 and packed._bits_path == bits[0] and plain._bits_path is None
+    for a, b in zip(_eval_all(packed, 24, 20), _eval_all(plain, 24, 20), strict=True):
+        assert np.array_equal(a, b)
+    r1, r2 = np.random.default_rng(5), np.random.default_rng(5)
+    for _ in range(10):
+        assert np.array_equal(packed(32, 32, r1), plain(32, 32, r2))
+    # a loader worker gets the generator pickled: the memory map is reopened there, not copied
+    packed(8, 8, None, index=0)
+    clone = pickle.loads(pickle.dumps(packed))
+    assert len(pickle.dumps(packed)) < 4000 and np.array_equal(clone(8, 8, None, index=3), plain(8, 8, None, index=3))
+
+
+def test_packed_cache_is_rebuilt_when_a_file_changes(rows12) -> None:
+    NvidiaMask(rows12)
+    _save(rows12 / "12.png", _rows(32, 32, 30))
+    gen = NvidiaMask(rows12)
+    bits = list((rows12 / cache.CACHE_DIRNAME).glob("mask-bits-*.npy"))
+    assert len(bits) == 1 and np.load(bits[0]).shape == (13, 32, 4)
+    assert np.array_equal(gen(32, 32, None, index=int(np.argsort(gen._perm)[12])), _rows(32, 32, 30))

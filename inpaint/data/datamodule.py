@@ -52,6 +52,7 @@ class InpaintDataset(Dataset):
         resize_short: int | None = None,
         hflip: bool = False,
         center_crop: int | Sequence[int] | None = None,
+        crops_per_load: int = 1,
     ) -> None:
         if len(source) == 0:
             raise ValueError(f"the {split} image source is empty")
@@ -65,8 +66,12 @@ class InpaintDataset(Dataset):
         self.resize_short = resize_short
         self.hflip = hflip
         self.center_crop = _pair(center_crop) if center_crop else None
+        self.crops_per_load = int(crops_per_load) if train else 1
+        if self.crops_per_load < 1:
+            raise ValueError(f"data.train_crops_per_load must be >= 1, got {crops_per_load}")
         default_len = len(source) if train else len(source) * self.crops_per_image
-        self.length = int(length) if length else default_len
+        # training items are loads of `crops_per_load` crops each: `length` samples need fewer loads
+        self.length = -(-int(length) // self.crops_per_load) if length else default_len
         # resized images of an in-memory source, so the resize is done once per image, not per sample
         self._prepared: dict[int, np.ndarray] = {}
 
@@ -94,11 +99,14 @@ class InpaintDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
         if self.train:
             rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
-            img_idx = index % len(self.source)
-        else:
-            rng = self.eval_rng(index)
-            img_idx = index // self.crops_per_image
-        img = self._image(img_idx)
+            img = self._image(index % len(self.source))
+            if self.crops_per_load > 1:  # several crops of one decoded image: stacked, flattened by the collate
+                samples = [self._crop_and_mask(img, rng, index) for _ in range(self.crops_per_load)]
+                return {k: torch.stack([torch.as_tensor(s[k]) for s in samples]) for k in samples[0]}
+            return self._crop_and_mask(img, rng, index)
+        return self._crop_and_mask(self._image(index // self.crops_per_image), self.eval_rng(index), index)
+
+    def _crop_and_mask(self, img: np.ndarray, rng: np.random.Generator, index: int) -> dict[str, torch.Tensor | int]:
         th, tw = self.size
         h, w = img.shape[:2]
         if self.train or self.crops_per_image > 1:
@@ -116,6 +124,11 @@ class InpaintDataset(Dataset):
         if callable(region):  # e.g. the context encoders' overlap window around a centre hole
             sample["region"] = torch.from_numpy(region(th, tw)).float()[None]
         return sample
+
+
+def collate_flat(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Collate items that each hold ``k`` stacked samples into one batch of ``len(samples) * k``."""
+    return {k: torch.cat([s[k] for s in samples]) for k in samples[0]}
 
 
 def _pair(size: int | Sequence[int]) -> tuple[int, int]:
@@ -147,6 +160,7 @@ class InpaintDataModule(L.LightningDataModule):
         seed: int = 0,
         pin_memory: bool = False,
         center_crop: int | Sequence[int] | None = None,
+        train_crops_per_load: int = 1,
     ) -> None:
         super().__init__()
         if mask is None:
@@ -166,6 +180,12 @@ class InpaintDataModule(L.LightningDataModule):
         self.seed = int(seed)
         self.pin_memory = pin_memory
         self.center_crop = center_crop
+        self.train_crops_per_load = int(train_crops_per_load)
+        if self.train_crops_per_load < 1 or self.batch_size % self.train_crops_per_load:
+            raise ValueError(
+                f"data.train_crops_per_load={train_crops_per_load} must be >= 1 and divide "
+                f"data.batch_size={batch_size}"
+            )
         self.datasets: dict[str, InpaintDataset] = {}
 
     @classmethod
@@ -216,6 +236,7 @@ class InpaintDataModule(L.LightningDataModule):
                 resize_short=self.resize_short,
                 hflip=self.hflip and train,
                 center_crop=self.center_crop,
+                crops_per_load=self.train_crops_per_load if train else 1,
             )
         return self.datasets[split]
 
@@ -238,12 +259,14 @@ class InpaintDataModule(L.LightningDataModule):
         sampler = None
         if not train and torch.distributed.is_available() and torch.distributed.is_initialized():
             sampler = EvalShardSampler(dataset)
+        per_load = dataset.crops_per_load
         return DataLoader(
             dataset,
-            batch_size=self.batch_size if train else self.eval_batch_size,
+            batch_size=self.batch_size // per_load if train else self.eval_batch_size,
+            collate_fn=collate_flat if per_load > 1 else None,
             shuffle=train,
             sampler=sampler,
-            drop_last=train and len(self._dataset(split)) >= self.batch_size,
+            drop_last=train and len(dataset) * per_load >= self.batch_size,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=self.pin_memory,
