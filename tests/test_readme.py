@@ -16,10 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, run_cli, tiny, write_photos
+from conftest import DATASETS, REPO, run_cli, tiny, write_dataset, write_photos
+from test_datasets_run import write_masks
 from PIL import Image
 
 from inpaint.predict import predict
+from inpaint.prepare import main as prepare_main
 from inpaint.run import run
 
 
@@ -36,7 +38,8 @@ COMMANDS = cookbook()
 def test_cookbook_is_complete():
     joined = "\n".join(COMMANDS)
     for needle in ("task=test", "inpaint.predict", " -m ", "logger=wandb", "logger=tensorboard", "logger=csv",
-                   "trainer=cpu", "trainer=gpu", "trainer=ddp ", "trainer=ddp_cpu", "precision=bf16-mixed"):
+                   "trainer=cpu", "trainer=gpu", "trainer=ddp ", "trainer=ddp_cpu", "precision=bf16-mixed",
+                   "inpaint.prepare", "mask=nvidia", "eval.per_bucket=true", *(f"data={d} " for d in DATASETS)):
         assert needle in joined, needle
 
 
@@ -55,31 +58,49 @@ def workspace(tmp_path_factory):
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=[*tiny(), "logger=none", f"paths.output_dir={root / 'run'}"])
     run(cfg)
+    # every dataset in its distributed format (DATA/<name>) and a folder of NVIDIA-style masks (NVMASKS)
+    root_extras = {name: write_dataset(name, root / "data" / name)[2:] for name in DATASETS}
+    write_masks(root / "nvmasks")
+    (root / "extras.json").write_text(json.dumps(root_extras))
     return root
 
 
 def _substitute(cmd: str, ws: Path, out: Path) -> list[str]:
-    cmd = (cmd.replace("PHOTOS", str(ws / "photos")).replace("MASKS", str(ws / "mask.png"))
+    cmd = (cmd.replace("DATA/", f"{ws / 'data'}/").replace("NVMASKS", str(ws / "nvmasks"))
+           .replace("PHOTOS", str(ws / "photos")).replace("MASKS", str(ws / "mask.png"))
            .replace("RUN", str(ws / "run")).replace("OUT", str(out)))
     return shlex.split(cmd)[3:]  # drop "python -m inpaint.X"
 
 
-def _with_tiny(args: list[str], model: str) -> list[str]:
-    keys = {a.split("=", 1)[0].lstrip("+") for a in args if "=" in a}
-    extra = [o for o in tiny(model) if o.split("=", 1)[0].lstrip("+") not in keys]
-    return [*args, *extra]
+def _with_tiny(args: list[str], model: str, ws: Path | None = None) -> list[str]:
+    """``args`` plus the tiny-run overrides (and a dataset fixture's small splits) it does not set itself."""
+    extras = list(tiny(model))
+    data = next((a.split("=", 1)[1] for a in args if a.startswith("data=")), None)
+    if ws is not None and data in DATASETS:
+        extras = json.loads((ws / "extras.json").read_text())[data] + extras
+    out = list(args)
+    for o in extras:
+        if o.split("=", 1)[0].lstrip("+") not in {a.split("=", 1)[0].lstrip("+") for a in out if "=" in a}:
+            out.append(o)
+    return out
 
 
 @pytest.mark.parametrize("cmd", COMMANDS, ids=[c.removeprefix("python -m ") for c in COMMANDS])
 def test_cookbook_command(cmd, workspace, make_cfg, tmp_path, monkeypatch):
     module = cmd.split()[2]
     args = _substitute(cmd, workspace, tmp_path / "out")
+    if module == "inpaint.prepare":
+        data = next((a.split("=", 1)[1] for a in args if a.startswith("data=")), None)
+        extras = json.loads((workspace / "extras.json").read_text()).get(data, [])
+        keys = {a.split("=", 1)[0] for a in args}
+        assert prepare_main([*args, "--no-download", *(e for e in extras if e.split("=", 1)[0] not in keys)]) == 0
+        return
     if module == "inpaint.predict":
         written = predict(make_cfg(*args, config="predict"))
         assert len(written) == 5 and all(p.is_file() for p in written)
         return
     model = next((a.split("=", 1)[1] for a in args if a.startswith("model=")), "scnn")
-    args = _with_tiny(args, model)
+    args = _with_tiny(args, model, workspace)
     if "-m" in args or "trainer=ddp_cpu" in args:
         proc = run_cli("inpaint.run", *args, "logger=none", cwd=tmp_path, timeout=400)
         assert proc.returncode == 0, proc.stderr[-3000:]
