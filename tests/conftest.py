@@ -132,3 +132,15 @@ def write_dataset(name: str, root: Path) -> list[str]:
 
 
 DATASETS = ("cifar10", "celeba", "places2", "lsdir", "lsun")
+
+
+def write_masks(root: Path, n: int = 12, size: int = 64) -> Path:
+    """NVIDIA-style mask files: mode-L PNGs, 255 = hole, one rectangle each, hole ratios 5-55 %."""
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        ratio = 0.05 + 0.5 * i / (n - 1)
+        side = round(size * ratio**0.5)
+        m = np.zeros((size, size), np.uint8)
+        m[(i * 3) % (size - side + 1) :][:side, 5 % (size - side + 1) :][:, :side] = 255
+        Image.fromarray(m, mode="L").save(root / f"{i:05d}.png")
+    return root

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli, tiny
+from conftest import tiny
 from PIL import Image
 
 from inpaint.data.datasets.base import DatasetNotReadyError
@@ -206,11 +206,3 @@ def test_training_run_on_the_real_config(root, make_cfg):
     )
     assert results["test/count"] == 2 and results["val/count"] == 2  # 1 image each x 2 crops (tiny)
     assert math.isfinite(results["test/psnr"]) and math.isfinite(results["test/ssim"])
-
-
-@pytest.mark.slow
-def test_cli_missing_root_is_one_message(tmp_path):
-    proc = run_cli("inpaint.run", "data=celeba", f"data.root={tmp_path / 'no-celeba'}", *tiny(), cwd=tmp_path)
-    assert proc.returncode == 1
-    assert "is not ready" in proc.stderr and "no-celeba" in proc.stderr and "CelebA" in proc.stderr
-    assert "Traceback" not in proc.stderr

@@ -12,7 +12,7 @@ import lmdb
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli, tiny
+from conftest import tiny
 from torch.utils.data import DataLoader, Dataset
 
 from inpaint.data.cache import CACHE_DIRNAME
@@ -300,13 +300,3 @@ def test_training_run_through_the_real_config(make_cfg, root):
     results = run(cfg)
     assert results["test/count"] == 3 * 2  # 3 official-val images x eval_crops_per_image=2 (tiny)
     assert math.isfinite(results["test/psnr"]) and math.isfinite(results["val/psnr"])
-
-
-@pytest.mark.slow
-def test_cli_with_missing_root_exits_1_with_the_not_ready_message(tmp_path):
-    proc = run_cli(
-        "inpaint.run", "data=lsun", f"data.root={tmp_path / 'missing'}", "logger=none", cwd=tmp_path
-    )
-    assert proc.returncode == 1, proc.stderr
-    assert "is not ready" in proc.stderr and "bedroom_train_lmdb/data.mdb" in proc.stderr
-    assert "Traceback" not in proc.stderr

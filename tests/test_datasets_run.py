@@ -4,26 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
-import numpy as np
 import pytest
-from conftest import DATASETS, run_cli, tiny, write_dataset
-from PIL import Image
+from conftest import DATASETS, run_cli, tiny, write_dataset, write_masks
 
 from inpaint.run import run
-
-
-def write_masks(root: Path, n: int = 12, size: int = 64) -> Path:
-    """NVIDIA-style mask files: mode-L PNGs, 255 = hole, one rectangle each, hole ratios 5-55 %."""
-    root.mkdir(parents=True, exist_ok=True)
-    for i in range(n):
-        ratio = 0.05 + 0.5 * i / (n - 1)
-        side = round(size * ratio**0.5)
-        m = np.zeros((size, size), np.uint8)
-        m[(i * 3) % (size - side + 1) :][:side, 5 % (size - side + 1) :][:, :side] = 255
-        Image.fromarray(m, mode="L").save(root / f"{i:05d}.png")
-    return root
 
 
 @pytest.mark.parametrize("name", DATASETS)
@@ -52,3 +37,18 @@ def test_cli_lmdb_workers_nvidia_masks_per_bucket(tmp_path):
     assert test["test/count@5-30"] == 6 and test["test/count@30-60"] == 6 and test["test/count"] == 12
     assert test["test/psnr@5-30"] > test["test/psnr@30-60"]
     assert not any(p.name.startswith("_cache") for p in tmp_path.iterdir())  # no key cache in the cwd
+
+
+@pytest.mark.parametrize("name", DATASETS)
+def test_missing_dataset_is_the_prepare_message(name, make_cfg, tmp_path):
+    """``run`` on an absent dataset raises the not-ready message ``prepare`` prints (the CLI turns it into
+    one line without a traceback: tests/test_dataset_cifar10.py runs that through a subprocess)."""
+    from inpaint.data.datasets.base import DatasetNotReadyError
+    from inpaint.prepare import main as prepare_main
+
+    over = [f"data={name}", f"data.root={tmp_path / 'absent'}"]
+    with pytest.raises(DatasetNotReadyError) as e:
+        run(make_cfg(*over, *tiny(), "logger=none"))
+    msg = str(e.value)
+    assert f"data={name}:" in msg and "is not ready" in msg and "Expected layout" in msg
+    assert prepare_main([*over, "--no-download"]) == 1

@@ -16,8 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import DATASETS, REPO, run_cli, tiny, write_dataset, write_photos
-from test_datasets_run import write_masks
+from conftest import DATASETS, REPO, run_cli, tiny, write_dataset, write_masks, write_photos
 from PIL import Image
 
 from inpaint.predict import predict

@@ -8,7 +8,7 @@ import importlib.util
 import logging
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -127,29 +127,48 @@ class FolderSource(ImageSource):
             return str(path)
 
     def load(self, index: int) -> np.ndarray:
-        index = self._check_index(index)
-        if self.on_corrupt == "error":
-            return load_image(self.paths[index])
-        n = len(self)
-        first_error: ImageReadError | None = None
-        for offset in range(n):
-            i = (index + offset) % n
-            if i in self.bad_indices:
-                continue
-            try:
-                return load_image(self.paths[i])
-            except ImageReadError as e:
-                if first_error is None:
-                    first_error = e
-                self.bad_indices.add(i)
-                msg = f"skipping corrupt image '{self.paths[i]}' (on_corrupt='skip'): {e}"
-                log.warning(msg)
-                warnings.warn(msg, CorruptImageWarning, stacklevel=2)
-        detail = f"; first error: {first_error}" if first_error is not None else ""
-        raise ImageReadError(
-            f"none of the {n} images of data root '{self.root}' could be read (on_corrupt='skip'){detail}",
-            path=str(self.root),
+        return load_skipping_corrupt(
+            self,
+            index,
+            lambda i: load_image(self.paths[i]),
+            lambda i: f"image '{self.paths[i]}'",
+            f"images of data root '{self.root}'",
+            self.root,
         )
+
+
+def load_skipping_corrupt(
+    source: ImageSource,
+    index: int,
+    read: Callable[[int], np.ndarray],
+    item: Callable[[int], str],
+    collection: str,
+    where: str | os.PathLike[str],
+) -> np.ndarray:
+    """``read(index)``, with the ``on_corrupt`` policy of ``source`` (which has ``on_corrupt`` and a
+    ``bad_indices`` set): ``"error"`` lets :class:`ImageReadError` through; ``"skip"`` warns naming the
+    item (``item(i)``) and reads the next one (wrapping around), remembering the bad ones."""
+    index = source._check_index(index)
+    if source.on_corrupt == "error":
+        return read(index)
+    n = len(source)
+    first_error: ImageReadError | None = None
+    for offset in range(n):
+        i = (index + offset) % n
+        if i in source.bad_indices:
+            continue
+        try:
+            return read(i)
+        except ImageReadError as e:
+            first_error = first_error or e
+            source.bad_indices.add(i)
+            msg = f"skipping corrupt {item(i)} (on_corrupt='skip'): {e}"
+            log.warning(msg)
+            warnings.warn(msg, CorruptImageWarning, stacklevel=3)
+    detail = f"; first error: {first_error}" if first_error is not None else ""
+    raise ImageReadError(
+        f"none of the {n} {collection} could be read (on_corrupt='skip'){detail}", path=str(where)
+    )
 
 
 def _sample_dir() -> Path:

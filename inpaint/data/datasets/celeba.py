@@ -106,14 +106,6 @@ class CelebALayout(DatasetLayout):
         "Baidu after you agree to their terms (non-commercial research); no direct download"
     )
 
-    def __init__(
-        self,
-        root: str | os.PathLike[str],
-        on_corrupt: str = "error",
-        verify_checksums: bool = True,
-    ) -> None:
-        super().__init__(root, on_corrupt=on_corrupt, verify_checksums=verify_checksums)
-
     def requirements(self) -> list[Requirement]:
         splits = tuple(SPLIT_CODES)
         return [

@@ -116,14 +116,6 @@ class LSDIRLayout(DatasetLayout):
     )
     default_val_size = 500
 
-    def __init__(
-        self,
-        root: str | os.PathLike[str],
-        on_corrupt: str = "error",
-        verify_checksums: bool = True,
-    ) -> None:
-        super().__init__(root, on_corrupt=on_corrupt, verify_checksums=verify_checksums)
-
     # ----------------------------------------------------------------------------------- layout
 
     def requirements(self) -> list[Requirement]:

@@ -40,7 +40,6 @@ import hashlib
 import io
 import logging
 import os
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -52,7 +51,7 @@ from PIL import Image
 from inpaint.data.cache import cache_dir, cached_json, fingerprint
 from inpaint.data.datasets.base import Archive, DatasetDataModule, DatasetLayout, Requirement
 from inpaint.data.io import ImageReadError, to_rgb_uint8
-from inpaint.data.sources import CorruptImageWarning, ImageSource
+from inpaint.data.sources import ImageSource, load_skipping_corrupt
 
 __all__ = [
     "LSUN_CATEGORIES",
@@ -249,28 +248,13 @@ class LMDBSource(ImageSource):
             ) from e
 
     def load(self, index: int) -> np.ndarray:
-        index = self._check_index(index)
-        if self.on_corrupt == "error":
-            return self._read(index)
-        n = len(self)
-        first_error: ImageReadError | None = None
-        for offset in range(n):
-            i = (index + offset) % n
-            if i in self.bad_indices:
-                continue
-            try:
-                return self._read(i)
-            except ImageReadError as e:
-                first_error = first_error or e
-                self.bad_indices.add(i)
-                msg = (
-                    f"skipping corrupt entry '{self.name(i)}' of LMDB '{self.path}' (on_corrupt='skip'): {e}"
-                )
-                log.warning(msg)
-                warnings.warn(msg, CorruptImageWarning, stacklevel=2)
-        raise ImageReadError(
-            f"none of the {n} entries of LMDB '{self.path}' could be read (on_corrupt='skip'); first error: {first_error}",
-            path=str(self.path),
+        return load_skipping_corrupt(
+            self,
+            index,
+            self._read,
+            lambda i: f"entry '{self.name(i)}' of LMDB '{self.path}'",
+            f"entries of LMDB '{self.path}'",
+            self.path,
         )
 
 
