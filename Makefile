@@ -6,7 +6,7 @@ TORCH_VERSION ?= 2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(TORCH_VERSION)
 
-.PHONY: demo test lint bench clean setup
+.PHONY: demo test lint bench bench-data clean setup
 
 setup: $(STAMP)
 
@@ -28,6 +28,9 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) experiments/bench.py
+
+bench-data: $(STAMP)
+	$(PY) experiments/data_bench.py
 
 clean:
 	rm -rf outputs multirun lightning_logs wandb .pytest_cache
