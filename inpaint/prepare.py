@@ -70,7 +70,7 @@ def prepare_data(cfg: DictConfig, download: bool) -> bool:
         else:
             print(f"{target}: nothing to prepare (no files to check)")
         return True
-    report = layout.prepare(download=download)
+    report = layout.prepare(download=download, val_size=cfg.data.get("val_size"))
     print(report)
     return report.ready
 

@@ -145,8 +145,12 @@ def test_prepare_extracts_a_verified_archive_and_reports_splits(tmp_path, monkey
     monkeypatch.setattr(ToyLayout, "archive_md5", "0" * 32)
     with pytest.raises(ChecksumError, match="toy.tar.gz.*data.verify_checksums=false"):
         ToyLayout(root).prepare(download=False)
-    report = ToyLayout(root, verify_checksums=False).prepare(download=False)
-    assert report.ready and "extracted toy.tar.gz" in str(report) and "train: 8 images" in str(report)
+    report = ToyLayout(root, verify_checksums=False).prepare(download=False, val_size=3)
+    assert report.ready and "extracted toy.tar.gz" in str(report) and "train: 5 images" in str(report)
+    # the carved validation split is written out, and is the one a run uses
+    listed = (root / CACHE_DIRNAME / "toy-carved-val-3.txt").read_text().split()
+    dm = ToyDataModule(root=str(root), mask=CenterMask(), val_size=3)
+    assert listed == [dm.sources["val"].name(i) for i in range(3)]
     monkeypatch.setattr(ToyLayout, "archive_md5", md5sum(archive))
     (root / "train").rename(root / "old")
     report = ToyLayout(root).prepare(download=False)

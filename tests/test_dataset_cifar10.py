@@ -296,15 +296,15 @@ def test_prepare_downloads_extracts_and_reports_ready(tmp_path, monkeypatch):
     root = tmp_path / "data"
     layout = CIFAR10Layout(root, verify_checksums=False)
     assert "python -m inpaint.prepare data=cifar10" in layout.not_ready_message(layout.problems())
-    report = layout.prepare(download=True)
+    report = layout.prepare(download=True, val_size=2)
     assert report.ready, str(report)
     text = str(report)
     assert f"downloaded {tarball.as_uri()}" in text and "extracted cifar-10-python.tar.gz" in text
-    assert "train: 12 images" in text and "test: 3 images" in text and text.endswith("ready")
+    assert "train: 10 images" in text and "test: 3 images" in text and text.endswith("ready")
     assert (root / "cifar-10-python.tar.gz").is_file() and (root / CIFAR10_DIRNAME / "test_batch").is_file()
     # a second prepare finds everything in place and downloads nothing
     tarball.unlink()
-    assert "downloaded" not in str(CIFAR10Layout(root, verify_checksums=False).prepare(download=True))
+    assert "downloaded" not in str(CIFAR10Layout(root, verify_checksums=False).prepare(download=True, val_size=2))
 
 
 def test_prepare_rejects_a_download_with_the_wrong_md5(tmp_path, monkeypatch):

@@ -169,7 +169,7 @@ def test_prepare_extracts_the_shards_and_val1(root):
         tf.add(root / "val1", arcname="val1")
     shutil.rmtree(root / "0001000")
     shutil.rmtree(root / "val1")
-    report = LSDIRLayout(root).prepare(download=False)
+    report = LSDIRLayout(root).prepare(download=False, val_size=2)
     assert report.ready, str(report)
     text = str(report)
     assert "extracted shard-00.tar.gz" in text and "extracted val1.tar.gz" in text

@@ -261,14 +261,14 @@ def test_prepare_downloads_extracts_and_indexes(tmp_path, monkeypatch):
     root = tmp_path / "data"
     layout = LSUNLayout(root, category="church_outdoor")
     assert layout.archives()[1].url == (mirror / "church_outdoor_val_lmdb.zip").as_uri()
-    report = layout.prepare(download=True)
+    report = layout.prepare(download=True, val_size=2)
     text = str(report)
     assert report.ready, text
     assert (
         "extracted church_outdoor_train_lmdb.zip" in text and "extracted church_outdoor_val_lmdb.zip" in text
     )
     assert "church_outdoor_train_lmdb: 4 keys cached in" in text
-    assert "train: 4 images" in text and "test: 2 images" in text
+    assert "train: 2 images" in text and "val: 2 images" in text and "test: 2 images" in text
     assert (root / CACHE_DIRNAME / "lsun-keys-church_outdoor_val_lmdb.json").is_file()
 
 

@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from inpaint.data.cache import cache_dir
 from inpaint.data.datamodule import InpaintDataModule
 from inpaint.data.download import ChecksumError, check_md5, download_url, extract
 from inpaint.data.sources import ImageSource
@@ -193,8 +194,10 @@ class DatasetLayout(abc.ABC):
 
     # ---------------------------------------------------------------------------------- preparing
 
-    def prepare(self, download: bool = True) -> PrepareReport:
-        """Check the layout; extract archives found in the root; download what the owners allow."""
+    def prepare(self, download: bool = True, val_size: int | None = None) -> PrepareReport:
+        """Check the layout; extract archives found in the root; download what the owners allow; build
+        the indexes; where the validation split is carved from train, write its list (one image name a
+        line) to ``<cache>/<name>-carved-val-<size>.txt``."""
         lines = [f"data={self.name}: {self.title} at data.root='{self.root}'"]
         missing = {r.path for r in self.requirements() if not self.path(r.path).exists()}
         for arch in self.archives():
@@ -218,8 +221,19 @@ class DatasetLayout(abc.ABC):
         if verified:
             lines.append(f"  md5 ok: {', '.join(verified)}")
         lines += self.build_indexes()
-        for split, src in self.splits().items():
-            lines.append(f"  {split}: {len(src)} images")
+        splits = self.splits()
+        if "val" not in splits:
+            size = int(val_size or self.default_val_size)
+            try:
+                splits["train"], splits["val"] = carve_split(splits["train"], size)
+            except ValueError as e:  # a run would stop on the same error: say it here
+                return PrepareReport(False, [*lines, f"  val: cannot carve a validation split: {e}"])
+            path = cache_dir(self.root) / f"{self.name}-carved-val-{size}.txt"
+            path.write_text("".join(f"{splits['val'].name(i)}\n" for i in range(size)))
+            lines.append(f"  val: carved from train (data.val_size={size}); its list: {path}")
+        for split in ("train", "val", "test"):
+            if split in splits:
+                lines.append(f"  {split}: {len(splits[split])} images")
         lines.append("ready")
         return PrepareReport(True, lines)
 

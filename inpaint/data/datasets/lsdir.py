@@ -247,7 +247,7 @@ class LSDIRLayout(DatasetLayout):
         n = len(self.train_files())
         return [f"  train file list: {n:,} PNGs (cached in '{cache_dir(self.root) / CACHE_NAME}.json')"]
 
-    def prepare(self, download: bool = True) -> PrepareReport:
+    def prepare(self, download: bool = True, val_size: int | None = None) -> PrepareReport:
         """Also extract the training shards found in the root when no training PNG is there yet (the
         shared ``prepare`` only extracts archives that provide a missing requirement)."""
         lines = []
@@ -256,7 +256,7 @@ class LSDIRLayout(DatasetLayout):
                 if (self.root / name).is_file():
                     extract(self.root / name, self.root)
                     lines.append(f"  extracted {name}")
-        report = super().prepare(download)
+        report = super().prepare(download, val_size)
         report.lines[1:1] = lines
         return report
 
