@@ -60,7 +60,9 @@ def make_cfg(tmp_path):
     return _make
 
 
-def write_photos(root: Path, n: int = 6, size: tuple[int, int] = (48, 40), seed: int = 0, ext: str = ".png") -> list[Path]:
+def write_photos(
+    root: Path, n: int = 6, size: tuple[int, int] = (48, 40), seed: int = 0, ext: str = ".png"
+) -> list[Path]:
     """Write ``n`` smooth colour images (gradients + blobs, like photos) as real image files."""
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
@@ -68,7 +70,9 @@ def write_photos(root: Path, n: int = 6, size: tuple[int, int] = (48, 40), seed:
     h, w = size
     yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
     for i in range(n):
-        base = np.stack([np.sin(3 * xx + rng.uniform(0, 6)) * 0.5 + 0.5 * rng.uniform(0, 1) for _ in range(3)], -1)
+        base = np.stack(
+            [np.sin(3 * xx + rng.uniform(0, 6)) * 0.5 + 0.5 * rng.uniform(0, 1) for _ in range(3)], -1
+        )
         cy, cx = rng.uniform(0.2, 0.8, 2)
         blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) * 40)[..., None] * rng.uniform(0, 1, 3)
         img = np.clip(base * 0.7 + blob, 0, 1)
@@ -86,7 +90,9 @@ def photos(tmp_path) -> Path:
     return root
 
 
-def run_cli(*args: str, cwd: Path, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, cwd: Path, timeout: int = 300, env: dict | None = None
+) -> subprocess.CompletedProcess:
     """Run ``python -m ARGS`` in a subprocess (the user's way), returning the completed process."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **(env or {})}
     full_env.pop("HYDRA_FULL_ERROR", None)
@@ -95,14 +101,21 @@ def run_cli(*args: str, cwd: Path, timeout: int = 300, env: dict | None = None) 
     )
 
 
-def _arrays(n: int, size: tuple[int, int], seed: int) -> list[np.ndarray]:
+def photo_like(n: int, seed: int = 0, h: int = 32, w: int | None = None) -> list[np.ndarray]:
+    """``n`` smooth colour gradients with a soft blob, ``h`` x ``w`` (square by default): photo-like
+    statistics (they compress and decode like photos), every image different."""
+    w = h if w is None else w
     rng = np.random.default_rng(seed)
-    h, w = size
     yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
     out = []
     for _ in range(n):
-        img = np.stack([np.sin((2 + 4 * rng.random()) * (xx + yy * rng.random()) + 6 * rng.random()) for _ in range(3)], -1)
-        out.append(((img * 0.5 + 0.5) * 255).astype(np.uint8))
+        base = np.stack(
+            [np.sin(rng.uniform(1, 5) * xx + rng.uniform(1, 5) * yy + rng.uniform(0, 6)) for _ in range(3)],
+            -1,
+        )
+        cy, cx = rng.uniform(0.2, 0.8, 2)
+        blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) * 30)[..., None] * rng.uniform(-1, 1, 3)
+        out.append(np.clip((0.5 + 0.35 * base + 0.4 * blob) * 255, 0, 255).astype(np.uint8))
     return out
 
 
@@ -113,20 +126,20 @@ def write_dataset(name: str, root: Path) -> list[str]:
 
     over = [f"data={name}", f"data.root={root}"]
     if name == "cifar10":
-        cifar10.write_example(root, _arrays(10, (32, 32), 0), _arrays(4, (32, 32), 1))
+        cifar10.write_example(root, photo_like(10, 0, 32, 32), photo_like(4, 1, 32, 32))
         return [*over, "data.val_size=3", "data.verify_checksums=false"]
     if name == "celeba":
-        celeba.write_example(root, _arrays(10, (218, 178), 0))
+        celeba.write_example(root, photo_like(10, 0, 218, 178))
         return [*over, "data.verify_checksums=false", "data.center_crop=178", "data.resize_short=40"]
     if name == "places2":
-        places2.write_example(root, _arrays(8, (48, 48), 0), _arrays(3, (48, 48), 1), _arrays(3, (48, 48), 2))
+        places2.write_example(root, photo_like(8, 0, 48, 48), photo_like(3, 1, 48, 48), photo_like(3, 2, 48, 48))
         return over
     if name == "lsdir":
-        lsdir.write_example(root, _arrays(8, (60, 72), 0), _arrays(3, (60, 72), 1))
+        lsdir.write_example(root, photo_like(8, 0, 60, 72), photo_like(3, 1, 60, 72))
         return [*over, "data.val_size=2"]
     if name == "lsun":
-        lsun.write_example(root, _arrays(8, (40, 52), 0), category="bedroom", split="train")
-        lsun.write_example(root, _arrays(3, (40, 52), 1), category="bedroom", split="val", seed=1)
+        lsun.write_example(root, photo_like(8, 0, 40, 52), category="bedroom", split="train")
+        lsun.write_example(root, photo_like(3, 1, 40, 52), category="bedroom", split="val", seed=1)
         return [*over, "data.category=bedroom", "data.val_size=2", "data.resize_short=40"]
     raise ValueError(f"no fixture writer for data={name}")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli, tiny
+from conftest import photo_like, run_cli, tiny
 
 from inpaint.data.datasets import cifar10
 from inpaint.data.datasets.base import DatasetNotReadyError
@@ -28,23 +28,6 @@ from inpaint.data.download import md5sum
 from inpaint.data.io import ImageReadError
 from inpaint.data.masks import CenterMask
 from inpaint.run import build_datamodule, run
-
-
-def photo_like(n: int, seed: int = 0, size: int = 32) -> list[np.ndarray]:
-    """Smooth colour gradients with a soft blob: photo-like statistics, every image different."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size] / size
-    out = []
-    for _ in range(n):
-        base = np.stack(
-            [np.sin(rng.uniform(1, 5) * xx + rng.uniform(1, 5) * yy + rng.uniform(0, 6)) for _ in range(3)],
-            -1,
-        )
-        cy, cx = rng.uniform(0.2, 0.8, 2)
-        blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) * 30)[..., None] * rng.uniform(-1, 1, 3)
-        out.append(np.clip((0.5 + 0.35 * base + 0.4 * blob) * 255, 0, 255).astype(np.uint8))
-    return out
-
 
 N_TRAIN, N_TEST = 23, 7
 
@@ -304,7 +287,9 @@ def test_prepare_downloads_extracts_and_reports_ready(tmp_path, monkeypatch):
     assert (root / "cifar-10-python.tar.gz").is_file() and (root / CIFAR10_DIRNAME / "test_batch").is_file()
     # a second prepare finds everything in place and downloads nothing
     tarball.unlink()
-    assert "downloaded" not in str(CIFAR10Layout(root, verify_checksums=False).prepare(download=True, val_size=2))
+    assert "downloaded" not in str(
+        CIFAR10Layout(root, verify_checksums=False).prepare(download=True, val_size=2)
+    )
 
 
 def test_prepare_rejects_a_download_with_the_wrong_md5(tmp_path, monkeypatch):

@@ -12,7 +12,7 @@ import lmdb
 import numpy as np
 import pytest
 import torch
-from conftest import tiny
+from conftest import photo_like, tiny
 from torch.utils.data import DataLoader, Dataset
 
 from inpaint.data.cache import CACHE_DIRNAME
@@ -33,20 +33,8 @@ from inpaint.run import build_datamodule, run
 H, W = 40, 56  # non-square, like LSUN's (short side 256, long side varies)
 
 
-def photo_like(n: int, seed: int = 0, h: int = H, w: int = W) -> list[np.ndarray]:
-    """Smooth colour gradients with a soft blob (compress well and decode close to the original)."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
-    out = []
-    for _ in range(n):
-        base = np.stack(
-            [np.sin(rng.uniform(1, 4) * xx + rng.uniform(1, 4) * yy + rng.uniform(0, 6)) for _ in range(3)],
-            -1,
-        )
-        cy, cx = rng.uniform(0.2, 0.8, 2)
-        blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) * 20)[..., None] * rng.uniform(-1, 1, 3)
-        out.append(np.clip((0.5 + 0.3 * base + 0.3 * blob) * 255, 0, 255).astype(np.uint8))
-    return out
+def _photos(n: int, seed: int = 0) -> list[np.ndarray]:
+    return photo_like(n, seed, H, W)
 
 
 def _by_key(images: list[np.ndarray], seed: int = 0) -> dict[str, np.ndarray]:
@@ -67,8 +55,8 @@ def _put(folder: Path, key: str, value: bytes | None) -> None:
 @pytest.fixture
 def root(tmp_path) -> Path:
     root = tmp_path / "lsun"
-    write_example(root, photo_like(8, seed=1), split="train", fmt="webp")
-    write_example(root, photo_like(3, seed=2), split="val", fmt="jpeg", seed=1)
+    write_example(root, _photos(8, seed=1), split="train", fmt="webp")
+    write_example(root, _photos(3, seed=2), split="val", fmt="jpeg", seed=1)
     return root
 
 
@@ -77,7 +65,7 @@ def root(tmp_path) -> Path:
 
 @pytest.mark.parametrize("fmt", ["webp", "jpeg"])
 def test_round_trip_decodes_close_to_the_written_images(tmp_path, fmt):
-    images = photo_like(5, seed=3)
+    images = _photos(5, seed=3)
     folder = write_example(tmp_path, images, fmt=fmt)
     assert folder == tmp_path / "bedroom_train_lmdb" and (folder / "data.mdb").is_file()
     src = LMDBSource(folder)
@@ -94,7 +82,7 @@ def test_round_trip_decodes_close_to_the_written_images(tmp_path, fmt):
 
 
 def test_keys_are_40_hex(tmp_path):
-    src = LMDBSource(write_example(tmp_path, photo_like(3)))
+    src = LMDBSource(write_example(tmp_path, _photos(3)))
     for i in range(3):
         key = src.name(i)
         assert len(key) == 40 and int(key, 16) >= 0
@@ -125,7 +113,7 @@ def test_key_cache_is_used_then_rebuilt_when_the_lmdb_changes(root, monkeypatch)
     original = LMDBSource._scan_keys
     monkeypatch.setattr(LMDBSource, "_scan_keys", lambda self: scans.append(1) or original(self))
     assert len(LMDBSource(folder)) == 8 and scans == []  # served from the cache
-    write_example(root, photo_like(1, seed=9), seed=5)  # add an entry
+    write_example(root, _photos(1, seed=9), seed=5)  # add an entry
     src = LMDBSource(folder)
     assert len(src) == 9 and scans == [1]
     assert example_key(0, seed=5) in {src.name(i) for i in range(9)}
@@ -136,7 +124,7 @@ def test_key_cache_is_used_then_rebuilt_when_the_lmdb_changes(root, monkeypatch)
 
 def test_corrupt_value_raises_naming_the_key(root):
     folder = root / "bedroom_train_lmdb"
-    key = sorted(_by_key(photo_like(8, seed=1)))[3]
+    key = sorted(_by_key(_photos(8, seed=1)))[3]
     _put(folder, key, b"this is not an image")
     src = LMDBSource(folder)
     assert src.name(3) == key
@@ -147,7 +135,7 @@ def test_corrupt_value_raises_naming_the_key(root):
 
 def test_skip_mode_warns_naming_the_key_and_returns_the_next_image(root, caplog):
     folder = root / "bedroom_train_lmdb"
-    images = _by_key(photo_like(8, seed=1))
+    images = _by_key(_photos(8, seed=1))
     keys = sorted(images)
     _put(folder, keys[3], b"\xff\xd8\xff truncated jpeg")
     src = LMDBSource(folder, on_corrupt="skip")
@@ -251,8 +239,8 @@ def _zip_dir(folder: Path, dest: Path) -> Path:
 
 def test_prepare_downloads_extracts_and_indexes(tmp_path, monkeypatch):
     src = tmp_path / "src"
-    write_example(src, photo_like(4, seed=7), category="church_outdoor", split="train")
-    write_example(src, photo_like(2, seed=8), category="church_outdoor", split="val", fmt="jpeg")
+    write_example(src, _photos(4, seed=7), category="church_outdoor", split="train")
+    write_example(src, _photos(2, seed=8), category="church_outdoor", split="val", fmt="jpeg")
     mirror = tmp_path / "mirror"
     mirror.mkdir()
     for split in ("train", "val"):

@@ -210,7 +210,7 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
 # --------------------------------------------------------------------------- listing
 
 
-def _scan(root: Path, recursive: bool) -> tuple[list[Path], list[Path]]:
+def scan_files(root: Path, recursive: bool) -> tuple[list[Path], list[Path]]:
     """Return (image files, other files) under ``root``; hidden files/dirs are skipped."""
     images: list[Path] = []
     others: list[Path] = []
@@ -313,7 +313,7 @@ def list_images(
     if file_list is not None:
         return _read_file_list(root, _resolve_file_list(root, file_list))
 
-    images, others = _scan(root, recursive)
+    images, others = scan_files(root, recursive)
     if not images:
         search = "recursive" if recursive else "non-recursive"
         msg = f"no images found in data root '{root}' ({search} search for {_ext_list()}, case-insensitive)"

@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image
 
 from inpaint.data.cache import cache_dir, cached_json, fingerprint
-from inpaint.data.io import IMAGE_EXTENSIONS, ImageReadError, is_image_file
+from inpaint.data.io import IMAGE_EXTENSIONS, ImageReadError, scan_files
 from inpaint.data.masks import MaskGenerator, _check_int, _check_range, call_mask
 
 __all__ = ["FixedMask", "MaskPolarityWarning", "NvidiaMask", "read_mask_file"]
@@ -91,22 +91,6 @@ def read_mask_file(path: str | os.PathLike[str], hole: str = "white", threshold:
 def _hole_ratio(path: Path, hole: str, threshold: int) -> float:
     mask = read_mask_file(path, hole, threshold)
     return float(np.count_nonzero(mask)) / mask.size
-
-
-def _scan(root: Path, recursive: bool) -> tuple[list[Path], list[Path]]:
-    """(image files, other files) under ``root``, sorted by relative path; hidden entries skipped."""
-    images: list[Path] = []
-    others: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")) if recursive else []
-        for name in filenames:
-            if not name.startswith("."):
-                (images if is_image_file(name) else others).append(Path(dirpath, name))
-
-    def key(p: Path) -> str:
-        return p.relative_to(root).as_posix()
-
-    return sorted(images, key=key), sorted(others, key=key)
 
 
 # ------------------------------------------------------------------------------------------ geometry
@@ -274,7 +258,7 @@ class NvidiaMask(MaskGenerator):
     # ------------------------------------------------------------------------------ construction
 
     def _list_files(self) -> list[Path]:
-        images, others = _scan(self.root, self.recursive)
+        images, others = scan_files(self.root, self.recursive)
         if not images:
             search = "recursive" if self.recursive else "non-recursive"
             msg = (
