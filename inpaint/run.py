@@ -40,7 +40,9 @@ def find_conf_dir() -> Path:
     for cand in (here.parent / "conf", here / "conf"):
         if (cand / "train.yaml").is_file():
             return cand
-    raise RuntimeError(f"cannot find the Hydra configs (conf/train.yaml) next to {here}; install with `pip install -e .`")
+    raise RuntimeError(
+        f"cannot find the Hydra configs (conf/train.yaml) next to {here}; install with `pip install -e .`"
+    )
 
 
 CONF_DIR = find_conf_dir()
@@ -86,8 +88,8 @@ def build_model(cfg: DictConfig) -> InpaintModule:
     return model
 
 
-def build_datamodule(cfg: DictConfig, mask_ratio: Sequence[float] | None = None) -> L.LightningDataModule:
-    """The configured DataModule; ``mask_ratio`` restricts the mask generator to one hole-ratio range."""
+def build_mask(cfg: DictConfig, mask_ratio: Sequence[float] | None = None):
+    """The configured mask generator; ``mask_ratio`` restricts it to one hole-ratio range."""
     mask_cfg = cfg.mask
     if mask_ratio is not None:
         if "ratio" not in mask_cfg:
@@ -96,8 +98,12 @@ def build_datamodule(cfg: DictConfig, mask_ratio: Sequence[float] | None = None)
                 f"or blocks); {mask_cfg._target_} has none. Use eval.per_bucket=false with this mask."
             )
         mask_cfg = OmegaConf.merge(mask_cfg, {"ratio": [float(r) for r in mask_ratio]})
-    mask = _instantiate(mask_cfg)
-    return _instantiate(cfg.data, mask=mask, seed=cfg.seed)
+    return _instantiate(mask_cfg)
+
+
+def build_datamodule(cfg: DictConfig, mask_ratio: Sequence[float] | None = None) -> L.LightningDataModule:
+    """The configured DataModule; ``mask_ratio`` restricts the mask generator to one hole-ratio range."""
+    return _instantiate(cfg.data, mask=build_mask(cfg, mask_ratio), seed=cfg.seed)
 
 
 def build_trainer(cfg: DictConfig) -> L.Trainer:
@@ -129,7 +135,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
     if cfg.task == "fit" and not model.trainable:
         raise ValueError(f"{type(model).__name__} has nothing to train: evaluate it with task=test")
     if cfg.task == "test" and model.trainable and not ckpt_path and not cfg.get("init_from"):
-        raise ValueError("task=test needs ckpt_path=PATH/TO/best.ckpt (or init_from=...) for a trainable model")
+        raise ValueError(
+            "task=test needs ckpt_path=PATH/TO/best.ckpt (or init_from=...) for a trainable model"
+        )
 
     datamodule = build_datamodule(cfg)
     trainer = build_trainer(cfg)
@@ -146,7 +154,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     else:
         test_ckpt = ckpt_path
     if cfg.eval.get("per_bucket"):
-        results = test_per_bucket(cfg, model, trainer, test_ckpt or None)
+        results = test_per_bucket(cfg, model, trainer, datamodule, test_ckpt or None)
     else:
         trainer.test(model, datamodule=datamodule, ckpt_path=test_ckpt or None, weights_only=True)
         results = dict(model.test_results)
@@ -161,8 +169,17 @@ def run(cfg: DictConfig) -> dict[str, float]:
     return summary
 
 
-def test_per_bucket(cfg: DictConfig, model: InpaintModule, trainer: L.Trainer, ckpt: str | None) -> dict[str, float]:
+def test_per_bucket(
+    cfg: DictConfig,
+    model: InpaintModule,
+    trainer: L.Trainer,
+    datamodule: L.LightningDataModule,
+    ckpt: str | None,
+) -> dict[str, float]:
     """One test run per ``eval.buckets`` entry with the masks restricted to it, merged into one result.
+
+    The images are ``datamodule``'s; only its mask generator changes per bucket (the dataset's lists,
+    checks and carved splits are not rebuilt).
 
     Bucket ``[lo, hi)``'s overall numbers become ``test/<metric>@lo-hi`` (and ``test/count@lo-hi``); the
     plain ``test/<metric>`` keys are the image-weighted mean over all bucket runs."""
@@ -171,8 +188,13 @@ def test_per_bucket(cfg: DictConfig, model: InpaintModule, trainer: L.Trainer, c
     n_total = 0.0
     for lo, hi in cfg.eval.buckets:
         log.info("per-bucket evaluation: hole ratio [%s, %s)", lo, hi)
-        datamodule = build_datamodule(cfg, mask_ratio=(lo, hi))
-        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
+        mask = build_mask(cfg, mask_ratio=(lo, hi))
+        bucket_data = (
+            datamodule.with_mask(mask)
+            if hasattr(datamodule, "with_mask")
+            else build_datamodule(cfg, (lo, hi))
+        )
+        trainer.test(model, datamodule=bucket_data, ckpt_path=ckpt, weights_only=True)
         suffix = "@" + bucket_name(lo, hi)
         res = model.test_results
         n = float(res.get("test/count", 0.0))
@@ -185,7 +207,9 @@ def test_per_bucket(cfg: DictConfig, model: InpaintModule, trainer: L.Trainer, c
         n_total += n
     merged.update({k: v / n_total for k, v in totals.items()} if n_total else {})
     merged["test/count"] = n_total
-    log_metric_table(trainer.loggers, "test/per_bucket_table", merged, [tuple(b) for b in cfg.eval.buckets], prefix="test/")
+    log_metric_table(
+        trainer.loggers, "test/per_bucket_table", merged, [tuple(b) for b in cfg.eval.buckets], prefix="test/"
+    )
     return merged
 
 
@@ -208,9 +232,13 @@ def write_report(cfg: DictConfig, out_dir: Path, test: dict, val: dict, ckpt: st
         if cfg.eval.get("per_bucket")
         else "one test run, images grouped by their mask's hole ratio"
     )
-    header = f"# Test metrics\n\nmodel: `{cfg.model._target_}`  \ncheckpoint: `{ckpt}`  \nbuckets: {protocol}\n\n"
+    header = (
+        f"# Test metrics\n\nmodel: `{cfg.model._target_}`  \ncheckpoint: `{ckpt}`  \nbuckets: {protocol}\n\n"
+    )
     (out_dir / "metrics.md").write_text(header + table + "\n")
-    print(f"\nTest metrics (composite, per image then averaged):\n{table}\n\nRun directory: {out_dir.resolve()}")
+    print(
+        f"\nTest metrics (composite, per image then averaged):\n{table}\n\nRun directory: {out_dir.resolve()}"
+    )
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")

@@ -12,6 +12,7 @@ which Lightning seeds per worker (``seed_everything(workers=True)``).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 from collections.abc import Sequence
@@ -239,6 +240,13 @@ class InpaintDataModule(L.LightningDataModule):
                 crops_per_load=self.train_crops_per_load if train else 1,
             )
         return self.datasets[split]
+
+    def with_mask(self, mask: MaskGenerator) -> InpaintDataModule:
+        """The same images and options with another mask generator (sources are shared, not reloaded)."""
+        other = copy.copy(self)
+        other.mask = mask
+        other.datasets = {}
+        return other
 
     @property
     def val_dataset(self) -> InpaintDataset:
