@@ -1,0 +1,196 @@
+"""ISNet / EdgeConnect training losses (``specs/isnet.md`` section 4.1).
+
+Mask convention: everywhere in this framework ``mask`` is **1 = hole (missing), 0 = known**. That is the
+*opposite* of ISNet's internal ``M`` (1 = valid), so the authors' normaliser ``mean(1 - M)`` is ``mean(mask)``
+here. Every loss uses the generator's raw output, never the composite (as the authors' code does).
+
+Discriminator inputs are raw logits: the discriminator applies no sigmoid, and :class:`AdversarialLoss`
+applies it where a loss needs it (``nsgan`` as BCE-with-logits, the numerically stable equivalent of the
+authors' sigmoid + BCE).
+
+Every loss is computed in float32 (safe under autocast / bf16).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from inpaint.nets.vgg import VGG19Features
+
+__all__ = [
+    "GAN_KINDS",
+    "AdversarialLoss",
+    "VGGLoss",
+    "feature_matching_loss",
+    "gram_matrix",
+    "hole_normalized_l1",
+]
+
+GAN_KINDS = ("hinge", "nsgan", "lsgan")
+
+
+def hole_normalized_l1(output: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    """ISNet's reconstruction term: ``mean(|output - target|)`` over **all** pixels and channels (holes and
+    known alike), divided by the batch hole fraction ``mean(mask)`` (mask 1 = hole).
+
+    This is the authors' ``L1(out, x) / mean(1 - M)`` (spec 4.1, section 8 row 7), not a hole-only L1. A
+    batch without any hole has nothing to normalise by (the authors' code divides by zero there): it gets
+    the plain L1, so one hole-free batch neither blows up nor silences the term.
+    """
+    l1 = (output.float() - target.float()).abs().mean()
+    fraction = mask.float().mean()
+    return l1 / torch.where(fraction > 0, fraction, torch.ones_like(fraction))
+
+
+class AdversarialLoss(nn.Module):
+    """GAN losses on raw discriminator logits ``D``.
+
+    ============  =================================  ==================================================
+    kind          generator                          discriminator ``(L_real + L_fake) / 2``
+    ============  =================================  ==================================================
+    ``hinge``     ``-mean(D(fake))``                 ``mean(relu(1 - D(real)))``, ``mean(relu(1 + D(fake)))``
+    ``nsgan``     ``BCE(sigmoid(D(fake)), 1)``       ``BCE(sigmoid(D(real)), 1)``, ``BCE(sigmoid(D(fake)), 0)``
+    ``lsgan``     ``mean((sigmoid(D(fake)) - 1)^2)``  ``mean((sigmoid(D(real)) - 1)^2)``, ``mean(sigmoid(D(fake))^2)``
+    ============  =================================  ==================================================
+
+    The hinge discriminator loss is EdgeConnect's clean form. The ISNet journal code computes the real branch
+    as ``relu(1 + mean(relu(1 - D(real))))``, i.e. this value plus a constant 1 (plus 0.5 after halving):
+    the gradients are identical, only the logged number is shifted. ``lsgan`` is the authors' MSE on
+    sigmoid outputs (their discriminator applies the sigmoid when the GAN is not hinge).
+    """
+
+    def __init__(self, kind: str = "hinge") -> None:
+        super().__init__()
+        if kind not in GAN_KINDS:
+            raise ValueError(f"unknown GAN loss '{kind}'; choose one of {', '.join(GAN_KINDS)}")
+        self.kind = kind
+
+    def extra_repr(self) -> str:
+        return f"kind={self.kind!r}"
+
+    def generator_loss(self, fake_logits: Tensor) -> Tensor:
+        d = fake_logits.float()
+        if self.kind == "hinge":
+            return -d.mean()
+        if self.kind == "nsgan":
+            return F.binary_cross_entropy_with_logits(d, torch.ones_like(d))
+        return (torch.sigmoid(d) - 1).square().mean()
+
+    def discriminator_loss(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+        real, fake = real_logits.float(), fake_logits.float()
+        if self.kind == "hinge":
+            l_real = F.relu(1 - real).mean()
+            l_fake = F.relu(1 + fake).mean()
+        elif self.kind == "nsgan":
+            l_real = F.binary_cross_entropy_with_logits(real, torch.ones_like(real))
+            l_fake = F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake))
+        else:
+            l_real = (torch.sigmoid(real) - 1).square().mean()
+            l_fake = torch.sigmoid(fake).square().mean()
+        return (l_real + l_fake) / 2
+
+
+def feature_matching_loss(fake_features: Sequence[Tensor], real_features: Sequence[Tensor]) -> Tensor:
+    """``sum_i mean(|f_i(fake) - stopgrad(f_i(real))|)`` over the discriminator's features (ISNet uses all
+    five, the last being the logits). The real features never receive gradient."""
+    if len(fake_features) != len(real_features) or not fake_features:
+        raise ValueError(
+            f"feature matching needs equally many (>0) fake and real features, got {len(fake_features)} "
+            f"and {len(real_features)}"
+        )
+    total = fake_features[0].new_zeros((), dtype=torch.float32)
+    for f, r in zip(fake_features, real_features, strict=True):
+        total = total + (f.float() - r.detach().float()).abs().mean()
+    return total
+
+
+def gram_matrix(features: Tensor) -> Tensor:
+    """``[B,C,H,W] -> [B,C,C]``: ``F Fᵀ / (C·H·W)`` per sample with ``F`` the features reshaped to
+    ``C x HW``; in float32 (autocast off), since the sums over ``HW`` overflow/lose precision in half."""
+    b, c, h, w = features.shape
+    with torch.autocast(device_type=features.device.type, enabled=False):
+        f = features.float().reshape(b, c, h * w)
+        return torch.bmm(f, f.transpose(1, 2)) / (c * h * w)
+
+
+class VGGLoss(nn.Module):
+    """Perceptual and style terms from ONE VGG pass over output and target (the authors ran two VGG copies
+    with the same weights; sharing one is a pure speed-up with identical values).
+
+    ``perceptual = sum_k mean|phi_k(out) - phi_k(target)|`` over :attr:`PERCEPTUAL_LAYERS` (weight 1 each);
+    ``style = sum_k mean|G(phi_k(out)) - G(phi_k(target))|`` over :attr:`STYLE_LAYERS` with
+    :func:`gram_matrix`. ISNet applies both to the full, unmasked raw output (EdgeConnect masks the style
+    inputs: pass ``out * mask`` and ``target * mask`` for that).
+
+    The target pass runs under ``torch.no_grad()``; the output pass keeps gradients. Outputs are float32.
+
+    Checkpoints: the frozen VGG is a regular submodule (:attr:`vgg`, keys ``vgg.features.N.*``), so a
+    ``VGGLoss`` stored as an attribute of a LightningModule would put ~80 MB of fixed ImageNet weights into
+    every checkpoint (and its frozen parameters into ``model.parameters()``). Keep it out of the model's
+    module tree: hold it in a plain list (``self._vgg_loss = [VGGLoss(...)]``) or build it lazily. It
+    follows the input's device by itself (moved on the first call with an input on another device), and
+    ``.to()`` works as on any module.
+
+    Args:
+        vgg: a :class:`VGG19Features` whose outputs include the needed layers; built if ``None``.
+        weights: passed to :class:`VGG19Features` when ``vgg`` is ``None`` (``imagenet``, ``random``, a path).
+        perceptual, style: which terms to compute; a disabled term's layers are not computed (the VGG is
+            only built as deep as the enabled terms need) and its key is absent from the result.
+        offline_hint: quoted in the error when ImageNet weights are unavailable.
+    """
+
+    PERCEPTUAL_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+    STYLE_LAYERS = ("relu2_2", "relu3_4", "relu4_4", "relu5_2")
+
+    def __init__(
+        self,
+        vgg: VGG19Features | None = None,
+        weights: str = "imagenet",
+        perceptual: bool = True,
+        style: bool = True,
+        offline_hint: str = "model.loss.vgg=random",
+    ) -> None:
+        super().__init__()
+        if not (perceptual or style):
+            raise ValueError("VGGLoss with perceptual=False and style=False computes nothing")
+        self.perceptual = bool(perceptual)
+        self.style = bool(style)
+        needed = (self.PERCEPTUAL_LAYERS if perceptual else ()) + (self.STYLE_LAYERS if style else ())
+        if vgg is None:
+            vgg = VGG19Features(weights=weights, outputs=needed, offline_hint=offline_hint)
+        else:
+            lacking = [n for n in needed if n not in vgg.outputs]
+            if lacking:
+                raise ValueError(f"the given VGG19Features does not output {lacking} (it outputs {list(vgg.outputs)})")
+        self.vgg = vgg
+
+    def extra_repr(self) -> str:
+        return f"perceptual={self.perceptual}, style={self.style}"
+
+    def _features(self, x: Tensor) -> dict[str, Tensor]:
+        vgg = self.vgg
+        p = vgg.features[0].weight
+        if p.device != x.device:
+            vgg.to(x.device)
+            p = vgg.features[0].weight
+        return vgg(x.to(p.dtype))  # under autocast the convs still run in the autocast dtype
+
+    def forward(self, output: Tensor, target: Tensor) -> dict[str, Tensor]:
+        """``{"perceptual": ..., "style": ...}`` (only the enabled terms), unweighted float32 scalars."""
+        with torch.no_grad():
+            phi_t = self._features(target)
+        phi_o = self._features(output)
+        result: dict[str, Tensor] = {}
+        if self.perceptual:
+            result["perceptual"] = sum(
+                (phi_o[k].float() - phi_t[k].float()).abs().mean() for k in self.PERCEPTUAL_LAYERS
+            )
+        if self.style:
+            result["style"] = sum(
+                (gram_matrix(phi_o[k]) - gram_matrix(phi_t[k])).abs().mean() for k in self.STYLE_LAYERS
+            )
+        return result

@@ -1,0 +1,266 @@
+"""Pretrained-weight registry: one place that knows every weight file the framework can use.
+
+A file is looked up in the torch hub cache (``torch.hub.get_dir()/checkpoints``, i.e.
+``$TORCH_HOME/hub/checkpoints``, where torchvision keeps the same files, so a copy fetched by torchvision
+elsewhere is reused as is). When it is there, its SHA-256 is checked against the registry (a full digest,
+or the 8-hex prefix that torchvision writes into its file names). When it is missing and downloads are
+allowed (the default, unless ``INPAINT_OFFLINE=1``), it is downloaded once, verified and moved into place.
+Otherwise one :class:`WeightsUnavailableError` says which file is missing, the exact path to put it at,
+where to get it, and the config switch that runs without it. Nothing is ever silently substituted.
+
+Files are loaded with ``torch.load(map_location="cpu", weights_only=True)``: a weight file can never run
+code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from inpaint.data.download import download_url
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "OFFLINE_ENV",
+    "REGISTRY",
+    "WeightSpec",
+    "WeightsChecksumError",
+    "WeightsUnavailableError",
+    "cache_dir",
+    "fetch",
+    "load_state_dict",
+    "sha256sum",
+    "weight_path",
+]
+
+#: set to 1/true/yes to forbid downloads (then a missing file is an immediate, explanatory error)
+OFFLINE_ENV = "INPAINT_OFFLINE"
+#: seconds a download may wait for the server (connecting, and between two received blocks)
+DOWNLOAD_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class WeightSpec:
+    """One pretrained weight file.
+
+    Attributes:
+        name: registry key, e.g. ``"vgg19"``.
+        filename: file name in the cache, e.g. ``"vgg19-dcbb9e9d.pth"``.
+        url: where it is downloaded from; ``None`` when a person must supply it by hand.
+        sha256: the full hex digest, or a prefix of it (at least 8 hex digits; torchvision files carry
+            the first 8 in their name).
+        description: human words, e.g. ``"VGG19 ImageNet weights (torchvision layout, 548 MB)"``.
+        source: where a person can get it by hand (a page or URL).
+    """
+
+    name: str
+    filename: str
+    url: str | None
+    sha256: str
+    description: str
+    source: str
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[0-9a-f]{8,64}", self.sha256):
+            raise ValueError(
+                f"WeightSpec '{self.name}': sha256 must be 8 to 64 lowercase hex digits, got '{self.sha256}'"
+            )
+        if not self.filename or Path(self.filename).name != self.filename:
+            raise ValueError(f"WeightSpec '{self.name}': filename must be a bare file name, got '{self.filename}'")
+
+    def matches(self, digest: str) -> bool:
+        """Whether a full hex ``digest`` agrees with this spec (prefix or full)."""
+        return digest.lower().startswith(self.sha256)
+
+
+_TV_PAGE = "https://pytorch.org/vision/stable/models.html"
+
+REGISTRY: dict[str, WeightSpec] = {
+    "vgg19": WeightSpec(
+        name="vgg19",
+        filename="vgg19-dcbb9e9d.pth",
+        url="https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
+        sha256="dcbb9e9d",
+        description="VGG19 ImageNet weights (torchvision layout, 548 MB)",
+        source=f"torchvision VGG19_Weights.IMAGENET1K_V1, {_TV_PAGE}",
+    ),
+    "vgg16": WeightSpec(
+        name="vgg16",
+        filename="vgg16-397923af.pth",
+        url="https://download.pytorch.org/models/vgg16-397923af.pth",
+        sha256="397923af8e79cdbb6a7127f12361acd7a2f83e06b05044ddf496e83de57a5bf0",
+        description="VGG16 ImageNet weights (torchvision layout, 528 MB)",
+        source=f"torchvision VGG16_Weights.IMAGENET1K_V1, {_TV_PAGE}",
+    ),
+}
+
+
+class WeightsUnavailableError(FileNotFoundError):
+    """A weight file is neither in the cache nor downloadable now. The message is self-contained (which
+    file, where to put it, where to get it, how to run without it)."""
+
+
+class WeightsChecksumError(ValueError):
+    """A weight file's SHA-256 differs from the registry's."""
+
+
+def _spec(name: str) -> WeightSpec:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown pretrained weights '{name}'; known: {', '.join(sorted(REGISTRY))}") from None
+
+
+def cache_dir() -> Path:
+    """``torch.hub.get_dir()/checkpoints`` (honours ``TORCH_HOME`` and ``torch.hub.set_dir``)."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def weight_path(name: str) -> Path:
+    """Where registry entry ``name`` lives in the cache (whether or not it is there)."""
+    return cache_dir() / _spec(name).filename
+
+
+def sha256sum(path: str | os.PathLike[str], chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+# (path, size, mtime_ns) -> digest: a file is hashed once per process, not at every model construction
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def _digest(path: Path) -> str:
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = sha256sum(path)
+    return _DIGESTS[key]
+
+
+def _downloads_allowed(download: bool | None) -> bool:
+    if download is not None:
+        return bool(download)
+    return os.environ.get(OFFLINE_ENV, "").strip().lower() not in ("1", "true", "yes", "on")
+
+
+def _unavailable(spec: WeightSpec, dest: Path, reason: str, offline_hint: str) -> WeightsUnavailableError:
+    where = f"download it from {spec.url}" if spec.url else "it cannot be downloaded automatically"
+    where += f" (source: {spec.source})" if spec.source and spec.source != spec.url else ""
+    without = f" To run without it, set {offline_hint}." if offline_hint else ""
+    return WeightsUnavailableError(
+        f"pretrained weights '{spec.name}' are not available ({reason}): {spec.description}, file "
+        f"'{spec.filename}'. Put the file at {dest} ($TORCH_HOME/hub/checkpoints) -- {where}."
+        f"{without}"
+    )
+
+
+def _verify(spec: WeightSpec, path: Path, *, downloaded: bool) -> None:
+    digest = _digest(path)
+    if spec.matches(digest):
+        return
+    what = "the downloaded copy" if downloaded else "the cached file"
+    action = (
+        f"the download was corrupted or the file changed upstream; try again{' later' if spec.url else ''}"
+        if downloaded
+        else "it is damaged, truncated or a different version: delete it and retry"
+        + (" (it is then downloaded again)" if spec.url else f" with a good copy ({spec.source})")
+    )
+    raise WeightsChecksumError(
+        f"checksum mismatch for {what} of '{spec.name}' ({spec.description}) at {path}: sha256 expected "
+        f"{spec.sha256}{'...' if len(spec.sha256) < 64 else ''}, got {digest}; {action}"
+    )
+
+
+def fetch(name: str, *, download: bool | None = None, offline_hint: str = "") -> Path:
+    """The verified local file of registry entry ``name``.
+
+    Args:
+        name: a :data:`REGISTRY` key.
+        download: allow a download when the file is missing; ``None`` (default) allows it unless the
+            environment sets ``INPAINT_OFFLINE=1``.
+        offline_hint: the config switch that runs without these weights (e.g. ``"model.loss.vgg=random"``),
+            quoted in the error when the file is unavailable.
+
+    Raises:
+        WeightsUnavailableError: the file is missing and cannot be downloaded now.
+        WeightsChecksumError: the cached or downloaded file has the wrong SHA-256.
+    """
+    spec = _spec(name)
+    dest = cache_dir() / spec.filename
+    if dest.is_file():
+        _verify(spec, dest, downloaded=False)
+        return dest
+    if spec.url is None:
+        raise _unavailable(spec, dest, "not in the cache, and it has no download URL", offline_hint)
+    if not _downloads_allowed(download):
+        reason = (
+            f"not in the cache, and downloads are off ({OFFLINE_ENV}=1)" if download is None else
+            "not in the cache, and downloading was not allowed"
+        )
+        raise _unavailable(spec, dest, reason, offline_hint)
+    # a per-process temporary name: DDP ranks that download at once do not clobber each other, and the
+    # final rename is atomic
+    tmp = dest.with_name(f"{spec.filename}.{os.getpid()}.download")
+    log.info("downloading %s (%s) into %s", spec.name, spec.description, dest)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        download_url(spec.url, tmp, timeout=DOWNLOAD_TIMEOUT)
+        _verify(spec, tmp, downloaded=True)
+        os.replace(tmp, dest)
+    except (OSError, http.client.HTTPException) as e:
+        tmp.unlink(missing_ok=True)
+        raise _unavailable(spec, dest, f"not in the cache, and the download failed: {e}", offline_hint) from e
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return dest
+
+
+def load_state_dict(
+    name_or_path: str | os.PathLike[str], *, download: bool | None = None, offline_hint: str = ""
+) -> dict[str, Tensor]:
+    """Load a state dict from a registry name (via :func:`fetch`) or from a file path.
+
+    A path is read as is (no checksum), except when it is a registry entry's cache file, which is verified.
+    Loading uses ``torch.load(map_location="cpu", weights_only=True)``.
+
+    Raises:
+        WeightsUnavailableError: a registry file that cannot be had (see :func:`fetch`), or a path that
+            does not exist.
+        WeightsChecksumError: a registry file with the wrong checksum.
+        ValueError: the file cannot be read as a tensor dict.
+    """
+    key = os.fspath(name_or_path)
+    if key in REGISTRY:
+        path = fetch(key, download=download, offline_hint=offline_hint)
+    else:
+        path = Path(key).expanduser()
+        if not path.is_file():
+            without = f", or set {offline_hint} to run without it" if offline_hint else ""
+            raise WeightsUnavailableError(
+                f"weights '{key}' are neither a known name ({', '.join(sorted(REGISTRY))}) nor an existing "
+                f"file (looked for {path.resolve()}): give the path of a .pth state dict{without}"
+            )
+        for spec in REGISTRY.values():
+            if path.name == spec.filename and path.resolve() == (cache_dir() / spec.filename).resolve():
+                _verify(spec, path, downloaded=False)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"cannot read weights from '{path}' as a PyTorch state dict: {e}") from e
+    if not isinstance(obj, dict):
+        raise ValueError(f"'{path}' holds a {type(obj).__name__}, not a state dict (a dict of tensors)")
+    return obj
