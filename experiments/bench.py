@@ -59,10 +59,13 @@ class _StepTimer(L.Callback):
         self.starts.append(time.perf_counter())
 
 
-def time_lightning(model: L.LightningModule, batches: list, warmup: int) -> list[float]:
+def time_lightning(
+    model: L.LightningModule, batches: list, warmup: int, accelerator: str = "cpu", precision: str = "32-true"
+) -> list[float]:
     timer = _StepTimer(warmup)
     trainer = L.Trainer(
-        accelerator="cpu", devices=1, max_steps=len(batches), logger=False, enable_checkpointing=False,
+        accelerator=accelerator, devices=1, precision=precision, max_steps=len(batches), logger=False,
+        enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
         limit_val_batches=0, callbacks=[timer],
     )

@@ -234,3 +234,31 @@ def metrics_table(
         cells += ["-" if v is None else f"{v:{fmt}}" for v, (_, _, fmt) in zip(values, _TABLE_COLUMNS, strict=True)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+_COMPARISON_METRICS = (("psnr", "PSNR", ".2f"), ("ssim", "SSIM", ".3f"), ("mae", "MAE(%)", ".2f"))
+
+
+def comparison_table(
+    results: Mapping[str, Any],
+    buckets: Sequence[Sequence[float]],
+    variants: Mapping[str, str],
+    prefix: str = "test/",
+) -> str:
+    """Markdown table shaped like ISNet's Table 5: one row per (hole-ratio bucket, metric), one column per
+    variant. ``variants`` maps a column label to its key prefix after ``prefix`` (``""`` for the plain keys,
+    e.g. ``{"ISNet": "single/", "ISNet+PRA": ""}``)."""
+    labels = list(variants)
+    lines = ["| mask ratio | metric | " + " | ".join(labels) + " |", "|" + "---|" * (2 + len(labels))]
+    rows = [(bucket_name(float(lo), float(hi)) + "%", f"@{bucket_name(float(lo), float(hi))}") for lo, hi in buckets]
+    rows.append(("all", ""))
+    for label, suffix in rows:
+        if not any(f"{prefix}{variants[v]}psnr{suffix}" in results for v in labels):
+            continue
+        for i, (name, title, fmt) in enumerate(_COMPARISON_METRICS):
+            cells = []
+            for v in labels:
+                key = f"{prefix}{variants[v]}{name}{suffix}"
+                cells.append(f"{float(results[key]):{fmt}}" if key in results else "-")
+            lines.append(f"| {label if i == 0 else ''} | {title} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

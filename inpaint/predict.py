@@ -31,9 +31,10 @@ from inpaint.run import CONF_DIR, USER_ERRORS
 log = logging.getLogger("inpaint.predict")
 
 
-def load_model(ckpt_path: str | None = None, model: str | None = None) -> InpaintModule:
-    """A model from an inpaint checkpoint (class and hyperparameters are stored in it), or a non-learned
-    model by its config name (``model=biharmonic``)."""
+def load_model(ckpt_path: str | None = None, model: str | None = None, weights: str | None = None) -> InpaintModule:
+    """A model from an inpaint checkpoint (class and hyperparameters are stored in it), a non-learned model
+    by its config name (``model=biharmonic``), or a model by its config name with the original authors'
+    released weights (``model=isnet weights=InpaintingModel_gen.pth``)."""
     if bool(ckpt_path) == bool(model):
         raise ValueError("give exactly one of ckpt_path=PATH (a trained model) or model=NAME (e.g. model=biharmonic)")
     if model:
@@ -41,10 +42,17 @@ def load_model(ckpt_path: str | None = None, model: str | None = None) -> Inpain
         if not path.is_file():
             choices = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
             raise ValueError(f"model={model}: no such model config; choices: {choices}")
-        net = hydra.utils.instantiate(OmegaConf.load(path), _convert_="all")
-        if net.trainable:
+        node = OmegaConf.load(path)
+        if weights:
+            if "official_weights" not in node:
+                raise ValueError(f"weights= loads the original authors' released weights; model={model} has no such loader")
+            node.official_weights = str(weights)
+        net = hydra.utils.instantiate(node, _convert_="all")
+        if net.trainable and not weights:
             raise ValueError(f"model={model} must be trained first: pass ckpt_path=PATH/TO/best.ckpt")
         return net
+    if weights:
+        raise ValueError("weights= goes with model=NAME (the authors' released weights), not with ckpt_path=")
     ckpt = read_checkpoint(ckpt_path)
     target = ckpt.get(CHECKPOINT_CLASS_KEY)
     if target is None:
@@ -126,7 +134,11 @@ def inpaint_file(model: InpaintModule, image: np.ndarray, mask: np.ndarray, devi
 def predict(cfg: DictConfig) -> list[Path]:
     """Run the whole job; returns the written composite paths."""
     device = pick_device(cfg.device)
-    model = load_model(cfg.get("ckpt_path"), cfg.get("model")).to(device).eval()
+    model = load_model(cfg.get("ckpt_path"), cfg.get("model"), cfg.get("weights")).to(device).eval()
+    if cfg.get("pra") is not None:
+        if not hasattr(model, "pra_enabled"):
+            raise ValueError(f"pra={cfg.pra}: {type(model).__name__} has no progressive reconstruction (ISNet has)")
+        model.pra_enabled = bool(cfg.pra)
     in_path, out_dir = Path(cfg.input), Path(cfg.output)
     if not in_path.exists():
         raise FileNotFoundError(f"input={in_path} does not exist (give an image file or a folder of images)")

@@ -28,7 +28,7 @@ from omegaconf.errors import MissingMandatoryValue
 from inpaint.checkpoints import CheckpointMismatchError, check_checkpoint_class, load_weights
 from inpaint.data.io import ImageReadError
 from inpaint.loggers import log_metric_table
-from inpaint.metrics import bucket_name, metrics_table
+from inpaint.metrics import bucket_name, comparison_table, metrics_table
 from inpaint.models.base import InpaintModule
 
 log = logging.getLogger("inpaint.run")
@@ -134,7 +134,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
         load_weights(model, cfg.init_from)
     if cfg.task == "fit" and not model.trainable:
         raise ValueError(f"{type(model).__name__} has nothing to train: evaluate it with task=test")
-    if cfg.task == "test" and model.trainable and not ckpt_path and not cfg.get("init_from"):
+    pretrained = getattr(model, "has_pretrained_weights", False)
+    if cfg.task == "test" and model.trainable and not ckpt_path and not cfg.get("init_from") and not pretrained:
         raise ValueError(
             "task=test needs ckpt_path=PATH/TO/best.ckpt (or init_from=...) for a trainable model"
         )
@@ -160,7 +161,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         results = dict(model.test_results)
 
     if trainer.is_global_zero:
-        write_report(cfg, out_dir, results, model.val_results, test_ckpt)
+        write_report(cfg, out_dir, results, model.val_results, test_ckpt, getattr(model, "eval_variants", None))
     # validation numbers for sweepers: the checkpoint's monitored best, else the last validation
     summary = {**model.val_results, **results}
     cb = _checkpoint_callback(trainer)
@@ -213,8 +214,13 @@ def test_per_bucket(
     return merged
 
 
-def write_report(cfg: DictConfig, out_dir: Path, test: dict, val: dict, ckpt: str | None) -> None:
-    """``metrics.json`` (every number) and ``metrics.md`` (the per-bucket table) in the run dir."""
+def write_report(
+    cfg: DictConfig, out_dir: Path, test: dict, val: dict, ckpt: str | None, variants: dict[str, str] | None = None
+) -> None:
+    """``metrics.json`` (every number) and ``metrics.md`` (the per-bucket table) in the run dir.
+
+    ``variants`` (label -> key prefix, from a model that scores several inference procedures, e.g. ISNet
+    with and without PRA) adds a side-by-side table shaped like ISNet's Table 5."""
     out_dir.mkdir(parents=True, exist_ok=True)
     buckets = [tuple(b) for b in cfg.eval.buckets]
     report = {
@@ -235,9 +241,12 @@ def write_report(cfg: DictConfig, out_dir: Path, test: dict, val: dict, ckpt: st
     header = (
         f"# Test metrics\n\nmodel: `{cfg.model._target_}`  \ncheckpoint: `{ckpt}`  \nbuckets: {protocol}\n\n"
     )
-    (out_dir / "metrics.md").write_text(header + table + "\n")
+    side = ""
+    if variants and len(variants) > 1:
+        side = "\n\nSide by side (" + ", ".join(variants) + "):\n\n" + comparison_table(test, buckets, variants)
+    (out_dir / "metrics.md").write_text(header + table + side + "\n")
     print(
-        f"\nTest metrics (composite, per image then averaged):\n{table}\n\nRun directory: {out_dir.resolve()}"
+        f"\nTest metrics (composite, per image then averaged):\n{table}{side}\n\nRun directory: {out_dir.resolve()}"
     )
 
 

@@ -64,6 +64,13 @@ def test_every_config_file_composes_and_builds(make_cfg, photos, tmp_path):
             extra = [f"data.root={photos}"] if needs_root else []
             if group == "data" and f.stem in DATASETS:
                 extra = write_dataset(f.stem, tmp_path / f.stem)[1:]
+            if group == "experiment":
+                probe = make_cfg(f"experiment={f.stem}", *extra)
+                dataset = probe.data._target_.split(".")[-2]
+                if dataset in DATASETS:  # the experiment's dataset, written in its true format
+                    extra = write_dataset(dataset, tmp_path / f"exp-{f.stem}")[1:]
+                if probe.mask._target_.endswith("NvidiaMask"):
+                    extra.append(f"mask.root={photos}")
             if (group, f.stem) == ("mask", "nvidia"):
                 extra.append(f"mask.root={photos}")  # any images read as masks
             cfg = make_cfg(f"{group}={f.stem}", *extra)

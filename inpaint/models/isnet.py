@@ -1,0 +1,332 @@
+"""ISNet: Interactive Separation Network with the Progressive Reconstruction Algorithm (Gong et al., IEEE
+Access 2022), as a LightningModule.
+
+Follows ``specs/isnet.md`` (the authors' journal-branch code). Departures from the paper's text, all taken
+from the authors' code as the spec directs:
+
+* Perceptual loss on VGG19 relu1_1..relu5_1 (weight 1 each), not pool1-3; style loss Gram / (C*H*W) on
+  relu2_2, relu3_4, relu4_4, relu5_2, on the full (unmasked) raw output (spec 4.1, 8 #1-2).
+* The L1 term is over the whole image divided by the batch hole fraction (spec 8 #7).
+* The discriminator sees RGB only (the raw generator output, not the composite); it has LeakyReLU, not
+  sigmoid, in its layers; its last two convs are 4x4 stride 1 (spec 3, 8 #3-4). It returns raw logits:
+  nsgan is BCE-with-logits (numerically the authors' sigmoid + BCE), lsgan applies the sigmoid in the loss.
+* Eq. (5) with the hinge loss (``model=isnet``) appears in no committed config of the authors; their
+  configs use nsgan. ``model.loss.gan`` selects it (spec 4.2, 10).
+* The update reproduces what the authors' PyTorch 1.0 code computed (spec 5.2): the discriminator loss and
+  the generator's adversarial / feature-matching terms are taken against the same (pre-update)
+  discriminator, then D and G step. The discriminator runs three times per iteration, as in their code.
+* PRA (spec 6.1): the final code's non-leaking version -- the newly valid ring keeps the previous
+  composite, not the ground truth; 15x15 square dilation; ``> 0.2`` and at most 10 extra passes.
+* Weight init N(0, 0.001) (spec 2.5), not stated in the paper.
+
+Mask convention: batches carry ``mask`` 1 = hole (the framework's); ISNet's M (1 = valid) is ``1 - mask``
+and exists only inside this module.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import kornia
+import torch
+from lightning.pytorch.strategies import DDPStrategy
+from torch import Tensor
+
+from inpaint.losses import AdversarialLoss, VGGLoss, feature_matching_loss, hole_normalized_l1
+from inpaint.metrics import DEFAULT_BUCKETS, InpaintMetrics
+from inpaint.models.base import InpaintModule, compose
+from inpaint.nets.isnet import PatchDiscriminator, build_generator, load_official_generator
+
+log = logging.getLogger(__name__)
+
+#: loss-term names of ``model.loss.weights`` (the paper's L_l1, L_D, L_perc, L_style, L_FM)
+LOSS_TERMS = ("l1", "adv", "perc", "style", "fm")
+VGG_HINT = "model.loss.vgg=random"
+
+
+def _no_op(*args, **kwargs) -> None:
+    return None
+
+
+def step_discriminator(optimizer, scaler) -> None:
+    """``optimizer.step()`` for the discriminator, before the generator's step, that
+
+    * does not advance ``trainer.global_step``: under manual optimisation Lightning counts every optimizer
+      step, so a D step plus a G step would count as two and ``trainer.max_steps`` / ``val_check_interval``
+      would mean half the paper's iterations. ``global_step`` is the number of training iterations;
+    * does not update the AMP loss scale (``trainer.precision=16-mixed``): both networks' gradients were
+      scaled by the same factor in one backward pass, so the scale may only change after both have stepped
+      (PyTorch's recipe for several optimizers: step each, then one ``scaler.update()``). Lightning's
+      precision plugin would otherwise update it after D's step and unscale G's gradients by the new scale.
+    """
+    before, after = optimizer._on_before_step, optimizer._on_after_step
+    optimizer._on_before_step = optimizer._on_after_step = _no_op
+    if scaler is not None:
+        scaler.update = _no_op  # an instance attribute shadowing the method, removed below
+    try:
+        optimizer.step()
+    finally:
+        optimizer._on_before_step, optimizer._on_after_step = before, after
+        if scaler is not None:
+            del scaler.update
+
+
+class ISNetModule(InpaintModule):
+    """ISNet generator + PatchGAN discriminator trained with L1 / adversarial / perceptual / style /
+    feature-matching losses; optional PRA at evaluation and prediction.
+
+    Args:
+        generator: ``variant`` (isnet | base | base_ff | unet), ``blocks`` (1-4), ``init_std``.
+        loss: ``gan`` (hinge | nsgan | lsgan), ``weights`` ({l1, adv, perc, style, fm}; terms weighted 0 are
+            not computed), ``vgg`` (imagenet | random | path of a torchvision-layout VGG19 file).
+        optim: ``lr_g``, ``lr_d``, ``betas`` (Adam for both networks).
+        pra: ``enabled``, ``threshold`` (hole fraction above which another pass runs), ``max_passes`` (extra
+            passes), ``kernel`` (side of the square dilation), ``compare`` (while PRA is on, also score the
+            single-pass result under ``<stage>/single/...`` for a Table 5 side-by-side).
+        official_weights: path of the authors' released generator (``InpaintingModel_gen.pth``), loaded into
+            the generator at construction (their key layout, mapped by module order).
+    """
+
+    compile_targets = ("generator", "discriminator")
+
+    def __init__(
+        self,
+        generator: Mapping | None = None,
+        loss: Mapping | None = None,
+        optim: Mapping | None = None,
+        pra: Mapping | None = None,
+        official_weights: str | None = None,
+        buckets: Sequence[Sequence[float]] = DEFAULT_BUCKETS,
+        nan_check_every: int = 1,
+    ) -> None:
+        super().__init__(buckets=buckets, nan_check_every=nan_check_every)
+        # the authors' file is loaded once, here; checkpoints then carry the weights, not the file's path
+        self.save_hyperparameters(ignore=["official_weights"])
+        self.official_weights = str(official_weights) if official_weights else None
+        self.automatic_optimization = False
+        gen_cfg = {"variant": "isnet", "blocks": 4, "init_std": 1e-3, **(generator or {})}
+        loss_cfg = {"gan": "hinge", "vgg": "imagenet", **(loss or {})}
+        weights = {"l1": 1.0, "adv": 3.0, "perc": 1.0, "style": 3.0, "fm": 0.0, **(loss_cfg.get("weights") or {})}
+        unknown = sorted(set(weights) - set(LOSS_TERMS))
+        if unknown:
+            raise ValueError(f"model.loss.weights: unknown term(s) {unknown}; the terms are {list(LOSS_TERMS)}")
+        negative = {k: v for k, v in weights.items() if float(v) < 0}
+        if negative:
+            raise ValueError(f"model.loss.weights must be >= 0, got {negative}")
+        self.loss_weights = {k: float(weights[k]) for k in LOSS_TERMS}
+        optim_cfg = {"lr_g": 1e-4, "lr_d": 1e-5, "betas": (0.0, 0.9), **(optim or {})}
+        self.lr_g, self.lr_d = float(optim_cfg["lr_g"]), float(optim_cfg["lr_d"])
+        self.betas = tuple(float(b) for b in optim_cfg["betas"])
+        pra_cfg = {"enabled": False, "threshold": 0.2, "max_passes": 10, "kernel": 15, "compare": True, **(pra or {})}
+        self.pra_enabled = bool(pra_cfg["enabled"])
+        self.pra_threshold = float(pra_cfg["threshold"])
+        self.pra_max_passes = int(pra_cfg["max_passes"])
+        self.pra_kernel = int(pra_cfg["kernel"])
+        self.pra_compare = bool(pra_cfg["compare"])
+        if self.pra_kernel < 1 or self.pra_kernel % 2 == 0:
+            raise ValueError(f"model.pra.kernel must be an odd size >= 1, got {self.pra_kernel}")
+
+        self.generator = build_generator(
+            str(gen_cfg["variant"]), int(gen_cfg["blocks"]), init_std=float(gen_cfg["init_std"])
+        )
+        self.generator_variant = str(gen_cfg["variant"])
+        self.size_multiple = int(getattr(self.generator, "size_multiple", 16))
+        self.uses_discriminator = self.loss_weights["adv"] > 0 or self.loss_weights["fm"] > 0
+        self.discriminator = PatchDiscriminator(3, init_std=float(gen_cfg["init_std"]))
+        self.adversarial = AdversarialLoss(str(loss_cfg["gan"]))
+        self.vgg_weights = str(loss_cfg["vgg"])
+        self._vgg: list[VGGLoss] = []  # built on first use, kept out of the state dict (frozen, not trained)
+        # last PRA call: extra passes per image (for logs and tests)
+        self.last_pra_passes: Tensor | None = None
+        # single-pass scores next to the PRA scores (Table 5): <stage>/single/psnr, ...
+        self.val_single = InpaintMetrics(self.buckets)
+        self.test_single = InpaintMetrics(self.buckets)
+        if official_weights:
+            self.load_official(official_weights)
+
+    # ----------------------------------------------------------------------------------- pretrained weights
+    @property
+    def has_pretrained_weights(self) -> bool:
+        return self.official_weights is not None
+
+    def load_official(self, path: str | Path) -> dict:
+        """Load the authors' released generator (their key layout) into :attr:`generator`."""
+        report = load_official_generator(self.generator, path)
+        log.info("loaded the authors' ISNet generator from %s (%s)", path, report)
+        return report
+
+    # ----------------------------------------------------------------------------------- model API
+    def forward(self, image: Tensor, mask: Tensor) -> Tensor:
+        """One generator pass on the masked image (holes zeroed; no mask channel, as in the paper)."""
+        return self.generator(self.masked_input(image, mask))
+
+    def inpaint(self, image: Tensor, mask: Tensor) -> Tensor:
+        if self.pra_enabled:
+            return self.progressive_inpaint(image, mask)
+        return super().inpaint(image, mask)
+
+    @property
+    def eval_variants(self) -> dict[str, str]:
+        """Result columns of the evaluation report: label -> key prefix after ``<stage>/``."""
+        if self.pra_enabled and self.pra_compare:
+            return {"ISNet": "single/", "ISNet+PRA": ""}
+        return {}
+
+    def dilate_valid(self, valid: Tensor) -> Tensor:
+        """Grow the valid region (1) with a flat ``kernel x kernel`` square: holes shrink by kernel//2 px a side."""
+        kernel = torch.ones(self.pra_kernel, self.pra_kernel, device=valid.device, dtype=valid.dtype)
+        return kornia.morphology.dilation(valid, kernel)
+
+    @torch.no_grad()
+    def progressive_inpaint(self, image: Tensor, mask: Tensor, return_single: bool = False):
+        """PRA (spec 6.1), batched: each image runs its own number of extra passes.
+
+        One pass; then, while an image's hole fraction is above ``threshold`` (and at most ``max_passes``
+        times), its valid region is dilated and the generator re-runs on its previous composite; the newly
+        valid ring keeps the previous composite (the authors' final code; the paper's Algorithm 1 would paste
+        the ground truth there). ``return_single=True`` also returns the first pass's composite.
+        """
+        valid = (mask <= 0.5).to(image.dtype)
+        first = self.generator(image * valid).clamp(0.0, 1.0)
+        composite = compose(first, image, 1.0 - valid)
+        single = composite
+        passes = torch.zeros(image.shape[0], dtype=torch.long, device=image.device)
+        for _ in range(self.pra_max_passes):
+            hole_fraction = 1.0 - valid.flatten(1).mean(dim=1)
+            active = (hole_fraction > self.pra_threshold).nonzero().squeeze(1)
+            if active.numel() == 0:
+                break
+            v = self.dilate_valid(valid[active])
+            prev = composite[active]
+            out = self.generator(prev * v).clamp(0.0, 1.0)
+            composite = composite.index_copy(0, active, out * (1.0 - v) + prev * v)
+            valid = valid.index_copy(0, active, v)
+            passes[active] += 1
+        self.last_pra_passes = passes
+        # the known pixels of the input are returned exactly, whatever the passes did
+        composite = compose(composite, image, mask)
+        return (composite, single) if return_single else composite
+
+    # ----------------------------------------------------------------------------------- evaluation
+    def _eval_step(self, batch: dict, metrics: InpaintMetrics) -> Tensor:
+        if not (self.pra_enabled and self.pra_compare):
+            return super()._eval_step(batch, metrics)
+        image, mask = batch["image"], batch["mask"]
+        composite, single = self.progressive_inpaint(image, mask, return_single=True)
+        metrics.update(composite.float(), image.float(), mask.float())
+        other = self.val_single if metrics is self.val_metrics else self.test_single
+        other.update(single.float(), image.float(), mask.float())
+        return composite
+
+    def _finish_eval(self, stage: str, metrics: InpaintMetrics) -> dict[str, float]:
+        results = super()._finish_eval(stage, metrics)
+        if self.pra_enabled and self.pra_compare:
+            single = self.val_single if stage == "val" else self.test_single
+            extra = {f"{stage}/single/{k}": float(v) for k, v in single.compute().items()}
+            single.reset()
+            self.log_dict({k: v for k, v in extra.items() if "/count" not in k}, sync_dist=False)
+            results.update(extra)
+        return results
+
+    # ----------------------------------------------------------------------------------- training
+    def _vgg_loss(self) -> VGGLoss:
+        if not self._vgg:
+            self._vgg.append(
+                VGGLoss(
+                    weights=self.vgg_weights,
+                    perceptual=self.loss_weights["perc"] > 0,
+                    style=self.loss_weights["style"] > 0,
+                    offline_hint=VGG_HINT,
+                )
+            )
+        vgg = self._vgg[0]
+        return vgg.to(self.device) if next(vgg.parameters()).device != self.device else vgg
+
+    def on_fit_start(self) -> None:
+        # load (or fail on) the VGG weights before the first step, not in the middle of it
+        if self.loss_weights["perc"] > 0 or self.loss_weights["style"] > 0:
+            self._vgg_loss()
+        strategy = self.trainer.strategy
+        if (
+            self.generator_variant == "base"
+            and isinstance(strategy, DDPStrategy)
+            and not strategy._ddp_kwargs.get("find_unused_parameters")
+        ):
+            raise ValueError(
+                "model.generator.variant=base computes a phase-4 low-resolution branch it never uses (as the "
+                "authors' ablation code does), which DDP refuses: add trainer.strategy=ddp_find_unused_parameters_true "
+                "(or +trainer.strategy.find_unused_parameters=true with trainer=ddp_cpu)"
+            )
+        if self.trainer.gradient_clip_val:
+            raise ValueError(
+                "trainer.gradient_clip_val is not supported by model=isnet (manual optimisation of two "
+                "networks): leave it null"
+            )
+
+    def generator_losses(self, out: Tensor, image: Tensor, mask: Tensor, real_feats: list[Tensor] | None):
+        """The weighted generator terms (only those with a weight > 0 are computed) and their sum."""
+        w = self.loss_weights
+        terms: dict[str, Tensor] = {}
+        if w["l1"] > 0:
+            terms["l1"] = hole_normalized_l1(out, image, mask)
+        if self.uses_discriminator:
+            # adversarial and FM gradients reach G only: D's weights are frozen for this pass
+            self.discriminator.requires_grad_(False)
+            try:
+                fake_logits, fake_feats = self.discriminator(out)
+            finally:
+                self.discriminator.requires_grad_(True)
+            if w["adv"] > 0:
+                terms["adv"] = self.adversarial.generator_loss(fake_logits)
+            if w["fm"] > 0 and real_feats is not None:
+                terms["fm"] = feature_matching_loss(fake_feats, real_feats)
+        if w["perc"] > 0 or w["style"] > 0:
+            vgg_terms = self._vgg_loss()(out.float(), image.float())
+            if "perceptual" in vgg_terms:
+                terms["perc"] = vgg_terms["perceptual"]
+            if "style" in vgg_terms:
+                terms["style"] = vgg_terms["style"]
+        total = sum(w[k] * v for k, v in terms.items())
+        return total, terms
+
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        image, mask = batch["image"], batch["mask"]
+        opt_g, opt_d = self.optimizers()
+        out = self(image, mask)
+
+        d_loss = None
+        real_feats = None
+        if self.uses_discriminator:
+            real_logits, real_feats = self.discriminator(image)
+            fake_logits, _ = self.discriminator(out.detach())
+            d_loss = self.adversarial.discriminator_loss(real_logits, fake_logits)
+            real_feats = [f.detach() for f in real_feats]
+        g_loss, terms = self.generator_losses(out, image, mask, real_feats)
+
+        self.check_finite(g_loss, "generator loss")
+        opt_g.zero_grad(set_to_none=True)
+        if d_loss is None:
+            self.manual_backward(g_loss)
+        else:
+            self.check_finite(d_loss, "discriminator loss")
+            opt_d.zero_grad(set_to_none=True)
+            # One backward pass for both: d_loss reaches only D (the fake is detached) and g_loss only G (D was
+            # frozen for G's pass), so the sum yields exactly the two separate gradients -- and DDP, which
+            # expects one backward per forward, syncs each network once.
+            self.manual_backward(d_loss + g_loss)
+            step_discriminator(opt_d, getattr(self.trainer.precision_plugin, "scaler", None))
+        opt_g.step()
+
+        logs = {f"train/{k}": v.detach() for k, v in terms.items()}
+        logs["train/g_loss"] = g_loss.detach()
+        if d_loss is not None:
+            logs["train/d_loss"] = d_loss.detach()
+        self.log_dict(logs, prog_bar=False)
+        self.log("train/loss", g_loss.detach(), prog_bar=True)
+
+    def configure_optimizers(self):
+        opt_g = torch.optim.Adam(self.generator.parameters(), lr=self.lr_g, betas=self.betas)
+        opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=self.lr_d, betas=self.betas)
+        return [opt_g, opt_d]
