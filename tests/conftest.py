@@ -34,10 +34,13 @@ TINY = [
     "eval.grid_samples=2",
 ]
 TINY_SCNN = ["model.net.widths=[8,8,8,8,8]", "model.net.lif.time_steps=2"]
+# the smallest full ISNet (19.9 M parameters); no ImageNet VGG file exists on test machines
+TINY_ISNET = ["model.generator.blocks=1", "model.loss.vgg=random"]
 
 
 def tiny(model: str = "scnn") -> list[str]:
-    return TINY + (TINY_SCNN if model == "scnn" else [])
+    extra = {"scnn": TINY_SCNN, "isnet": TINY_ISNET, "isnet_eq4": TINY_ISNET}
+    return TINY + extra.get(model, [])
 
 
 @pytest.fixture(autouse=True)

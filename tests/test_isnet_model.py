@@ -19,7 +19,7 @@ from inpaint.models.isnet import ISNetModule
 from inpaint.run import build_model, run
 
 # blocks=1 is the smallest full ISNet (19.9 M parameters); 32x32 crops keep a step well under a second
-ISNET = [*tiny("isnet"), "model=isnet", "model.generator.blocks=1", "model.loss.vgg=random", "logger=none"]
+ISNET = [*tiny("isnet"), "model=isnet", "logger=none"]
 
 
 def small_isnet(**kw) -> ISNetModule:

@@ -59,6 +59,15 @@ def workspace(tmp_path_factory):
     run(cfg)
     # every dataset in its distributed format (DATA/<name>) and a folder of NVIDIA-style masks (NVMASKS)
     root_extras = {name: write_dataset(name, root / "data" / name)[2:] for name in DATASETS}
+    # a tiny trained ISNet (ISNET_RUN) and a generator file in the authors' release format (AUTHORS_GEN)
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[*tiny("isnet"), "model=isnet", "logger=none",
+                                          f"paths.output_dir={root / 'isnet_run'}"])
+    run(cfg)
+    from inpaint.nets.isnet import ISNetGenerator
+
+    torch.manual_seed(0)
+    torch.save({"iteration": 1, "generator": ISNetGenerator(blocks=1).state_dict()}, root / "authors_gen.pth")
     write_masks(root / "nvmasks")
     (root / "extras.json").write_text(json.dumps(root_extras))
     return root
@@ -66,6 +75,7 @@ def workspace(tmp_path_factory):
 
 def _substitute(cmd: str, ws: Path, out: Path) -> list[str]:
     cmd = (cmd.replace("DATA/", f"{ws / 'data'}/").replace("NVMASKS", str(ws / "nvmasks"))
+           .replace("ISNET_RUN", str(ws / "isnet_run")).replace("AUTHORS_GEN", str(ws / "authors_gen.pth"))
            .replace("PHOTOS", str(ws / "photos")).replace("MASKS", str(ws / "mask.png"))
            .replace("RUN", str(ws / "run")).replace("OUT", str(out)))
     return shlex.split(cmd)[3:]  # drop "python -m inpaint.X"
@@ -98,14 +108,20 @@ def test_cookbook_command(cmd, workspace, make_cfg, tmp_path, monkeypatch):
         written = predict(make_cfg(*args, config="predict"))
         assert len(written) == 5 and all(p.is_file() for p in written)
         return
-    model = next((a.split("=", 1)[1] for a in args if a.startswith("model=")), "scnn")
+    default = "isnet" if "hparams_search=isnet_loss_weights" in args else "scnn"
+    model = next((a.split("=", 1)[1] for a in args if a.startswith("model=")), default)
     args = _with_tiny(args, model, workspace)
     if "-m" in args or "trainer=ddp_cpu" in args:
         proc = run_cli("inpaint.run", *args, "logger=none", cwd=tmp_path, timeout=400)
         assert proc.returncode == 0, proc.stderr[-3000:]
         reports = sorted(tmp_path.glob("outputs/fit/*/*/**/metrics.json"))
         if "-m" in args:
-            jobs = 3 if "hparams_search=scnn_lr" in args else len(re.search(r"model.lr=(\S+)", cmd).group(1).split(","))
+            if "hparams_search=scnn_lr" in args:
+                jobs = 3
+            elif "hparams_search=isnet_loss_weights" in args:
+                jobs = int(re.search(r"n_trials=(\d+)", cmd).group(1))
+            else:
+                jobs = len(re.search(r"model.lr=(\S+)", cmd).group(1).split(","))
             assert len(reports) == jobs
         else:  # two processes, 2 test photos x 2 crops: each sample counted exactly once
             assert json.loads(reports[0].read_text())["test"]["test/count"] == 4
