@@ -57,11 +57,15 @@ def check_size(h: int, w: int, multiple: int, name: str) -> None:
     )
 
 
-def init_weights(module: nn.Module, std: float = 1e-3) -> None:
+def init_weights(module: nn.Module, std: float = 1e-3, power_iterations: int = 30) -> None:
     """Spec 2.5: the weight of every module whose class name contains ``Conv`` ~ N(0, std), biases 0.
 
     For spectrally normalised convs the raw weight ``weight_orig`` is drawn (the normalised ``weight`` is
-    recomputed from it on every forward)."""
+    recomputed from it on every forward). Their power-iteration vectors are then converged
+    (:func:`converge_spectral_norms`): the authors start from random vectors refined once per training
+    forward, so a fresh network's sigma is a poor estimate at first -- in eval mode it is never refined,
+    weights come out far from unit norm and the outputs saturate at 0 / 1. Trained networks are unaffected
+    (they carry converged vectors)."""
     with torch.no_grad():
         for m in module.modules():
             if "Conv" not in type(m).__name__:
@@ -71,6 +75,24 @@ def init_weights(module: nn.Module, std: float = 1e-3) -> None:
                 weight.normal_(0.0, std)
             if getattr(m, "bias", None) is not None:
                 m.bias.zero_()
+    converge_spectral_norms(module, power_iterations)
+
+
+def converge_spectral_norms(module: nn.Module, iterations: int = 30) -> None:
+    """Run ``iterations`` power iterations on every spectral-norm hook in ``module`` (no data needed), so
+    ``weight_u`` / ``weight_v`` estimate each weight's largest singular vectors."""
+    from torch.nn.utils.spectral_norm import SpectralNorm
+
+    with torch.no_grad():
+        for m in module.modules():
+            for hook in m._forward_pre_hooks.values():
+                if isinstance(hook, SpectralNorm):
+                    saved = hook.n_power_iterations
+                    hook.n_power_iterations = iterations
+                    try:
+                        setattr(m, hook.name, hook.compute_weight(m, do_power_iteration=True))
+                    finally:
+                        hook.n_power_iterations = saved
 
 
 def sn_conv(c_in: int, c_out: int, k: int, stride: int = 1, padding: int = 0, dilation: int = 1,
