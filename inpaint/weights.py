@@ -14,7 +14,6 @@ code.
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import logging
 import os
@@ -25,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from inpaint.data.download import download_url
+from inpaint.data.download import download_url, file_digest
 
 log = logging.getLogger(__name__)
 
@@ -131,11 +130,7 @@ def weight_path(name: str) -> Path:
 
 
 def sha256sum(path: str | os.PathLike[str], chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+    return file_digest(path, "sha256", chunk)
 
 
 # (path, size, mtime_ns) -> digest: a file is hashed once per process, not at every model construction

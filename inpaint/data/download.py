@@ -25,12 +25,17 @@ class ChecksumError(ValueError):
     """A file's checksum differs from the one its owners publish."""
 
 
-def md5sum(path: str | os.PathLike[str], chunk: int = 1 << 22) -> str:
-    h = hashlib.md5()
+def file_digest(path: str | os.PathLike[str], algorithm: str = "md5", chunk: int = 1 << 22) -> str:
+    """Hex digest of a file, read in chunks (``algorithm``: any ``hashlib`` name)."""
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def md5sum(path: str | os.PathLike[str]) -> str:
+    return file_digest(path, "md5")
 
 
 def check_md5(path: str | os.PathLike[str], expected: str, override: str = "data.verify_checksums=false") -> None:

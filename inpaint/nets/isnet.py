@@ -78,6 +78,16 @@ def init_weights(module: nn.Module, std: float = 1e-3, power_iterations: int = 3
     converge_spectral_norms(module, power_iterations)
 
 
+def run_phases(net: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
+    """The shared trunk of the two-branch generators: size check, ``net.stem``, then ``net.phases``;
+    returns the high- and low-resolution outputs of the last phase."""
+    check_size(x.shape[-2], x.shape[-1], net.size_multiple, type(net).__name__)
+    h, l = net.phases[0](net.stem(x))  # noqa: E741
+    for phase in net.phases[1:]:
+        h, l = phase(h, l)  # noqa: E741
+    return h, l
+
+
 def converge_spectral_norms(module: nn.Module, iterations: int = 30) -> None:
     """Run ``iterations`` power iterations on every spectral-norm hook in ``module`` (no data needed), so
     ``weight_u`` / ``weight_v`` estimate each weight's largest singular vectors."""
@@ -282,10 +292,7 @@ class ISNetGenerator(nn.Module):
         init_weights(self, init_std)
 
     def forward(self, x: Tensor) -> Tensor:
-        check_size(x.shape[-2], x.shape[-1], self.size_multiple, type(self).__name__)
-        h, l = self.phases[0](self.stem(x))  # noqa: E741
-        for phase in self.phases[1:]:
-            h, l = phase(h, l)  # noqa: E741
+        h, l = run_phases(self, x)  # noqa: E741
         z = torch.cat([h, self.fusion_up(l)], dim=1)
         y = self.head(self.fusion_act(self.fusion_conv(z)))
         return (torch.tanh(y) + 1) / 2

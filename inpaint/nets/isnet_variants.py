@@ -21,6 +21,7 @@ from inpaint.nets.isnet import (
     check_size,
     init_weights,
     leaky,
+    run_phases,
     sn_conv,
 )
 
@@ -48,10 +49,7 @@ class ISNetBase(nn.Module):
         init_weights(self, init_std)
 
     def forward(self, x: Tensor) -> Tensor:
-        check_size(x.shape[-2], x.shape[-1], self.size_multiple, type(self).__name__)
-        h, l = self.phases[0](self.stem(x))  # noqa: E741
-        for phase in self.phases[1:]:
-            h, l = phase(h, l)  # noqa: E741
+        h, l = run_phases(self, x)  # noqa: E741
         return (torch.tanh(self.head(h)) + 1) / 2
 
 
@@ -82,10 +80,7 @@ class ISNetBaseFF(nn.Module):
         init_weights(self, init_std)
 
     def forward(self, x: Tensor) -> Tensor:
-        check_size(x.shape[-2], x.shape[-1], self.size_multiple, type(self).__name__)
-        h, l = self.phases[0](self.stem(x))  # noqa: E741
-        for phase in self.phases[1:]:
-            h, l = phase(h, l)  # noqa: E741
+        h, l = run_phases(self, x)  # noqa: E741
         u = F.interpolate(l, scale_factor=2**NUM_PHASES, mode="bilinear", align_corners=False)
         y = self.head(self.fusion_act(self.fusion_conv(torch.cat([h, u], dim=1))))
         return (torch.tanh(y) + 1) / 2
