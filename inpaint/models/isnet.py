@@ -249,16 +249,19 @@ class ISNetModule(InpaintModule):
         if self.loss_weights["perc"] > 0 or self.loss_weights["style"] > 0:
             self._vgg_loss()
         strategy = self.trainer.strategy
-        if (
-            self.generator_variant == "base"
-            and isinstance(strategy, DDPStrategy)
-            and not strategy._ddp_kwargs.get("find_unused_parameters")
-        ):
-            raise ValueError(
-                "model.generator.variant=base computes a phase-4 low-resolution branch it never uses (as the "
-                "authors' ablation code does), which DDP refuses: add trainer.strategy=ddp_find_unused_parameters_true "
-                "(or +trainer.strategy.find_unused_parameters=true with trainer=ddp_cpu)"
-            )
+        if isinstance(strategy, DDPStrategy) and not strategy._ddp_kwargs.get("find_unused_parameters"):
+            unused = []
+            if self.generator_variant == "base":
+                unused.append("model.generator.variant=base computes a phase-4 low-resolution branch it never "
+                              "uses (as the authors' ablation code does)")
+            if not self.uses_discriminator:
+                unused.append("with model.loss.weights.adv=0 and fm=0 the discriminator is not trained")
+            if unused:
+                raise ValueError(
+                    "; ".join(unused) + ": DDP refuses parameters without gradients. Add "
+                    "trainer.strategy=ddp_find_unused_parameters_true (or +trainer.strategy.find_unused_parameters=true "
+                    "with trainer=ddp_cpu)"
+                )
         if self.trainer.gradient_clip_val:
             raise ValueError(
                 "trainer.gradient_clip_val is not supported by model=isnet (manual optimisation of two "
