@@ -194,7 +194,7 @@ def fetch(name: str, *, download: bool | None = None, offline_hint: str = "") ->
         WeightsChecksumError: the cached or downloaded file has the wrong SHA-256.
     """
     spec = _spec(name)
-    dest = cache_dir() / spec.filename
+    dest = weight_path(name)
     if dest.is_file():
         _verify(spec, dest, downloaded=False)
         return dest

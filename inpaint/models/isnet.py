@@ -241,8 +241,7 @@ class ISNetModule(InpaintModule):
                     offline_hint=VGG_HINT,
                 )
             )
-        vgg = self._vgg[0]
-        return vgg.to(self.device) if next(vgg.parameters()).device != self.device else vgg
+        return self._vgg[0]  # VGGLoss follows its inputs' device by itself
 
     def on_fit_start(self) -> None:
         # load (or fail on) the VGG weights before the first step, not in the middle of it
