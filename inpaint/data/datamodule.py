@@ -6,8 +6,9 @@ Batch contract (DESIGN.md section 3): a dict with
 
 Evaluation (val/test) samples are a pure function of (config, seed, index): the crop position and the
 mask of sample ``i`` come from ``np.random.default_rng([seed, split_id, i])``, so two runs, two models or
-two processes of a DDP job score identical holes. Training crops and masks draw from the torch RNG,
-which Lightning seeds per worker (``seed_everything(workers=True)``).
+two processes of a DDP job score identical holes. Training crops and masks are a pure function of (seed, epoch, position in
+the epoch) through :mod:`inpaint.data.resumable`, whose loader is part of the checkpoint: a resumed run
+continues the interrupted epoch with exactly the batches it would have seen, whatever ``num_workers``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from inpaint.data.io import list_images, resize_short, resize_to_cover
 from inpaint.data.masks import MaskGenerator, call_mask
+from inpaint.data.resumable import ResumableDataLoader, ResumableSampler, SampleKey, train_sample_rng
 from inpaint.data.sources import FolderSource, ImageSource
 
 log = logging.getLogger(__name__)
@@ -97,9 +99,13 @@ class InpaintDataset(Dataset):
             self._prepared[idx] = img
         return img
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
+    def __getitem__(self, index: int | SampleKey) -> dict[str, torch.Tensor | int]:
         if self.train:
-            rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
+            if isinstance(index, tuple):  # from the ResumableSampler: a pure function of (seed, epoch, position)
+                rng = train_sample_rng(self.seed, index)
+                index = index[0]
+            else:
+                rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
             img = self._image(index % len(self.source))
             if self.crops_per_load > 1:  # several crops of one decoded image: stacked, flattened by the collate
                 samples = [self._crop_and_mask(img, rng, index) for _ in range(self.crops_per_load)]
@@ -264,21 +270,24 @@ class InpaintDataModule(L.LightningDataModule):
     def _loader(self, split: str) -> DataLoader:
         train = split == "train"
         dataset = self._dataset(split)
-        sampler = None
-        if not train and torch.distributed.is_available() and torch.distributed.is_initialized():
-            sampler = EvalShardSampler(dataset)
         per_load = dataset.crops_per_load
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size // per_load if train else self.eval_batch_size,
+        options = dict(
             collate_fn=collate_flat if per_load > 1 else None,
-            shuffle=train,
-            sampler=sampler,
-            drop_last=train and len(dataset) * per_load >= self.batch_size,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=self.pin_memory,
+            # the loader's own generator: creating an iterator never draws from the global torch RNG
+            generator=torch.Generator().manual_seed(self.seed + _SPLIT_IDS[split]),
         )
+        if train:
+            drop_last = len(dataset) * per_load >= self.batch_size
+            sampler = ResumableSampler(dataset, seed=self.seed, drop_last=drop_last)
+            return ResumableDataLoader(
+                dataset, sampler=sampler, batch_size=self.batch_size // per_load, drop_last=drop_last, **options
+            )
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        sampler = EvalShardSampler(dataset) if distributed else None
+        return DataLoader(dataset, batch_size=self.eval_batch_size, sampler=sampler, **options)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train")
