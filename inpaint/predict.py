@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
-import sys
 from pathlib import Path
 
 import hydra
@@ -24,9 +22,9 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from inpaint.checkpoints import CheckpointMismatchError, read_checkpoint
-from inpaint.data.io import IMAGE_EXTENSIONS, ImageReadError, list_images, load_image
+from inpaint.cli import CONF_DIR, echo, guarded
+from inpaint.data.io import IMAGE_EXTENSIONS, list_images, load_image
 from inpaint.models.base import CHECKPOINT_CLASS_KEY, InpaintModule
-from inpaint.run import CONF_DIR, USER_ERRORS
 
 log = logging.getLogger("inpaint.predict")
 
@@ -165,20 +163,14 @@ def predict(cfg: DictConfig) -> list[Path]:
             Image.fromarray(masked).save(dest.with_name(dest.stem + "_masked.png"))
         log.info("%s + %s -> %s (hole %.1f %%)", img_path, mask_path, dest, 100 * float(mask.mean()))
         written.append(dest)
-    print(f"inpainted {len(written)} image(s) on {device} -> {out_dir.resolve()}")
+    echo(f"inpainted {len(written)} image(s) on {device} -> {out_dir.resolve()}", "inpaint.predict")
     return written
 
 
 # its own config root: `mask=` and `model=` here are plain values, not the training config groups
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR / "predict"), config_name="predict")
-def main(cfg: DictConfig) -> None:
-    try:
-        predict(cfg)
-    except (*USER_ERRORS, ImageReadError) as e:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        print(f"\nerror: {e}\n(set HYDRA_FULL_ERROR=1 for the traceback)", file=sys.stderr)
-        sys.exit(1)
+main = hydra.main(version_base="1.3", config_path=str(CONF_DIR / "predict"), config_name="predict")(
+    guarded(predict, "inpaint.predict")
+)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
-import os
 import sys
 
 import numpy as np
@@ -26,9 +25,9 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
+from inpaint.cli import CONF_DIR, USER_ERRORS, instantiate, report_user_error
 from inpaint.data.datasets.base import DatasetDataModule
 from inpaint.metrics import bucket_name
-from inpaint.run import CONF_DIR, USER_ERRORS, _instantiate, user_message
 
 log = logging.getLogger("inpaint.prepare")
 
@@ -64,7 +63,7 @@ def prepare_data(cfg: DictConfig, download: bool) -> bool:
     if layout is None:
         target = cfg.data.get("_target_", "")
         if target.endswith("from_folder"):
-            dm = _instantiate(cfg.data, mask=_instantiate(cfg.mask), seed=cfg.seed)
+            dm = instantiate(cfg.data, mask=instantiate(cfg.mask), seed=cfg.seed)
             sizes = {k: len(v) for k, v in dm.sources.items()}
             print(f"data.root={cfg.data.root}: an image folder; " + ", ".join(f"{k} {n}" for k, n in sizes.items()))
         else:
@@ -78,7 +77,7 @@ def prepare_data(cfg: DictConfig, download: bool) -> bool:
 def prepare_mask(cfg: DictConfig) -> None:
     if "root" not in cfg.mask:
         return
-    mask = _instantiate(cfg.mask)
+    mask = instantiate(cfg.mask)
     ratios = np.asarray(getattr(mask, "ratios", []), dtype=float)
     print(f"mask: {mask!r}")
     if ratios.size:
@@ -107,10 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         ready = prepare_data(cfg, download="--no-download" not in flags)
         prepare_mask(cfg)
     except (*USER_ERRORS, HydraException) as e:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        print(f"\nerror: {user_message(e)}\n(set HYDRA_FULL_ERROR=1 for the traceback)", file=sys.stderr)
-        return 1
+        return report_user_error(e, "inpaint.prepare")
     return 0 if ready else 1
 
 

@@ -1,0 +1,184 @@
+"""What the command-line entry points (``run``, ``predict``, ``prepare``) share: where the configs are,
+which errors are the user's (one message, no stack trace), and a console and log file that tell the
+whole story.
+
+Logging: Hydra configures the root logger (console + ``run.log`` / ``predict.log`` in the run directory,
+``conf/hydra/job_logging/inpaint.yaml``). :func:`setup_logging` sends Lightning's own loggers and Python
+warnings there too, drops a few messages that are noise on every run, and :func:`echo` prints a result to
+the console and records it in the log file. A user error is printed to stderr and written to the log file
+by :func:`report_user_error`.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import re
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import hydra
+from hydra.errors import InstantiationException
+from omegaconf.errors import MissingMandatoryValue
+
+from inpaint.checkpoints import CheckpointMismatchError
+from inpaint.data.io import ImageReadError
+
+
+def find_conf_dir() -> Path:
+    """The ``conf/`` folder next to the package (a source checkout or an editable install)."""
+    here = Path(__file__).resolve().parent
+    for cand in (here.parent / "conf", here / "conf"):
+        if (cand / "train.yaml").is_file():
+            return cand
+    raise RuntimeError(
+        f"cannot find the Hydra configs (conf/train.yaml) next to {here}; install with `pip install -e .`"
+    )
+
+
+CONF_DIR = find_conf_dir()
+
+#: errors caused by the user's input: reported as one message, without a stack trace
+USER_ERRORS = (
+    FileNotFoundError,
+    NotADirectoryError,
+    ValueError,
+    ImageReadError,
+    CheckpointMismatchError,
+    FloatingPointError,
+    MissingMandatoryValue,  # a `???` option left unset, e.g. data.root
+)
+
+#: the header torch puts before an exception re-raised from a DataLoader worker
+_WORKER_WRAP = re.compile(r"^Caught \w+ in DataLoader worker process \d+\.\nOriginal Traceback", re.S)
+
+
+def user_message(e: BaseException) -> str:
+    """The report of a user error: its message, without the traceback of a DataLoader worker."""
+    if isinstance(e, MissingMandatoryValue) and getattr(e, "full_key", None):
+        return f"{e.full_key} is not set (it has no default): add {e.full_key}=... to the command"
+    text = str(e)
+    if _WORKER_WRAP.match(text):
+        # "...Traceback...\n  File ...\nImageReadError: <the message>": keep the message
+        marker = f"\n{type(e).__name__}: "
+        if marker in text:
+            text = text.rsplit(marker, 1)[1].strip()
+    return text
+
+
+def instantiate(node, **kwargs):
+    """``hydra.utils.instantiate`` that re-raises our own errors unwrapped, so the message reads cleanly."""
+    try:
+        return hydra.utils.instantiate(node, _convert_="all", **kwargs)
+    except InstantiationException as e:
+        cause = e.__cause__
+        while isinstance(cause, InstantiationException) and cause.__cause__ is not None:
+            cause = cause.__cause__
+        if isinstance(cause, USER_ERRORS):
+            raise cause from None
+        raise
+
+
+# ------------------------------------------------------------------------------------------- logging
+#: messages (regular expressions) that are noise on every run, with why they are dropped
+NOISE = {
+    # advertisements for Lightning's cloud products
+    r"💡 Tip": "logging",
+    # conf/callbacks/default.yaml chooses the plain (logged) model summary on purpose
+    r"Trainer already configured with model summary callbacks": "logging",
+    # torch deprecated LeafSpec; Lightning's pytree helper still uses it (not ours to fix)
+    r".*isinstance\(treespec, LeafSpec\)": "warning",
+    # our evaluation metrics are reduced across processes by torchmetrics before they are logged, so
+    # Lightning's advice to sync them again does not apply (InpaintModule._finish_eval)
+    r"It is recommended to use `self.log\('(val|test)/": "warning",
+    # W&B offline without an account: inpaint.loggers.wandb_logger already says how to sync
+    r".*(anonymous|W&B API key)": "warning",
+}
+
+
+class _DropNoise(logging.Filter):
+    def __init__(self, patterns: list[str]) -> None:
+        super().__init__()
+        self.patterns = [re.compile(p) for p in patterns]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return not any(p.match(msg) for p in self.patterns)
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    return f"{category.__name__}: {message} ({Path(filename).name}:{lineno})"
+
+
+def setup_logging() -> None:
+    """Route Lightning's loggers and Python warnings to the handlers Hydra configured, minus :data:`NOISE`."""
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
+        lg = logging.getLogger(name)
+        lg.handlers.clear()
+        lg.propagate = True
+    for pattern, kind in NOISE.items():
+        if kind == "warning":
+            warnings.filterwarnings("ignore", message=pattern)
+    drop = _DropNoise([p for p, kind in NOISE.items() if kind == "logging"])
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(drop)
+    warnings.formatwarning = _format_warning
+    logging.captureWarnings(True)
+
+
+def _file_handlers() -> list[logging.FileHandler]:
+    return [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
+
+
+def echo(text: str, logger: str = "inpaint", file=None) -> None:
+    """Print ``text`` to the console (stdout, or ``file``) and record it in the run's log file."""
+    print(text, file=file or sys.stdout, flush=True)
+    record = logging.getLogger(logger).makeRecord(
+        logger, logging.ERROR if file is sys.stderr else logging.INFO, "", 0, text, None, None
+    )
+    for handler in _file_handlers():
+        handler.handle(record)
+
+
+def report_user_error(e: BaseException, logger: str) -> int:
+    """Print the one-line report of a user error to stderr and the log file; returns the exit status.
+    ``HYDRA_FULL_ERROR=1`` re-raises it for the traceback."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        raise e
+    echo(f"\nerror: {user_message(e)}\n(set HYDRA_FULL_ERROR=1 for the traceback)", logger, file=sys.stderr)
+    return 1
+
+
+def guarded(job: Callable, logger: str) -> Callable:
+    """Wrap a Hydra task function: logging set up first, user errors reported as one message (exit 1)."""
+
+    @functools.wraps(job)  # Hydra names the job after the wrapped function's module
+    def task(cfg):
+        setup_logging()
+        try:
+            return job(cfg)
+        except USER_ERRORS as e:
+            sys.exit(report_user_error(e, logger))
+        except Exception:
+            # Hydra prints the traceback to the console; keep it in the log file too
+            record = logging.getLogger(logger).makeRecord(
+                logger, logging.ERROR, "", 0, "the run failed:", None, sys.exc_info()
+            )
+            for handler in _file_handlers():
+                handler.handle(record)
+            raise
+
+    return task
+
+
+class ConsoleFormatter(logging.Formatter):
+    """Plain messages on the console; warnings and errors carry their level."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if record.levelno >= logging.WARNING:
+            return f"{record.levelname.lower()}: {text}"
+        return text
