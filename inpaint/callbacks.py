@@ -1,16 +1,25 @@
-"""Callbacks: PNG grids of fixed validation samples at every validation."""
+"""Callbacks: ``last.ckpt`` kept current (periodic, validation-independent, with the RNG states), and PNG
+grids of fixed validation samples at every validation."""
 
 from __future__ import annotations
 
+import logging
+import os
+import random
+import time
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import Checkpoint, RichProgressBar
 from lightning.pytorch.utilities import rank_zero_only
 from PIL import Image
 
 from inpaint.loggers import log_image
+
+log = logging.getLogger(__name__)
 
 GRID_COLUMNS = ("masked input", "mask", "prediction", "composite", "ground truth")
 
@@ -70,3 +79,172 @@ class ImageGrids(L.Callback):
         Image.fromarray(grid).save(path)
         self.last_path = path
         log_image(trainer.loggers, "val/grid", grid, step=trainer.global_step)
+
+
+def rng_states() -> dict[str, Any]:
+    """The process's random states (torch CPU and CUDA, numpy's global, Python's) as tensors and plain
+    containers, so a checkpoint holding them still loads with ``weights_only=True``."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss = random.getstate()
+    states: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "python": {"version": version, "internal": list(internal), "gauss": gauss},
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    """Restore what :func:`rng_states` captured (CUDA states only onto as many devices as were saved)."""
+    torch.set_rng_state(states["torch"])
+    n = states["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    p = states["python"]
+    random.setstate((p["version"], tuple(p["internal"]), p["gauss"]))
+    if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+class LastCheckpoint(Checkpoint):
+    """Keeps ``<dirpath>/last.ckpt`` current, independently of the validation schedule, so a killed run
+    loses at most ``minutes`` minutes or ``steps`` steps of training:
+
+    * every ``steps`` optimizer steps and/or every ``minutes`` minutes of training (``null`` turns a
+      trigger off), at the end of the training batch;
+    * after every validation during ``fit`` (then the best-checkpoint callback has already updated its
+      state, which is part of the file);
+    * at the end of training.
+
+    A periodic save that falls on a step followed by validation waits until the validation has run:
+    Lightning resumes from a checkpoint taken at the end of a training batch *without* that batch's
+    validation, so saving before it would drop one validation from a resumed run.
+
+    The file is written to ``last.ckpt.tmp`` and renamed, so a kill during the write leaves the previous
+    ``last.ckpt`` intact. Its state holds the random states of the process (torch, CUDA, numpy,
+    Python), restored when training starts again; together with the resumable data order
+    (:mod:`inpaint.data.resumable`) a resumed run continues exactly as the uninterrupted one. Under DDP
+    the states of rank 0 are stored and restored on every rank (they are equal when every rank is seeded
+    alike and draws alike, as in ``inpaint.run``)."""
+
+    def __init__(self, dirpath: str, steps: int | None = None, minutes: float | None = None,
+                 filename: str = "last.ckpt") -> None:
+        for name, value in (("steps", steps), ("minutes", minutes)):
+            if value is not None and value <= 0:
+                raise ValueError(
+                    f"callbacks.checkpoint_every.{name}={value} must be positive, or null to turn it off"
+                )
+        self.dirpath = Path(dirpath)
+        self.steps = int(steps) if steps else None
+        self.minutes = float(minutes) if minutes else None
+        self.last_model_path = ""
+        self.filename = filename
+        self._saved_step = -1
+        self._since = time.monotonic()
+        self._after_validation = False
+        self._rng_to_restore: dict[str, Any] | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.dirpath / self.filename
+
+    @property
+    def state_key(self) -> str:
+        return f"{type(self).__name__}{{filename={self.filename}}}"
+
+    # ---------------------------------------------------------------------------------------- triggers
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._since = time.monotonic()
+        self._saved_step = trainer.global_step
+        if self._rng_to_restore is not None:
+            set_rng_states(self._rng_to_restore)
+            self._rng_to_restore = None
+
+    def _due(self, trainer: L.Trainer) -> bool:
+        step = trainer.global_step
+        due = bool(self.steps) and step % self.steps == 0 and step != self._saved_step
+        if self.minutes:
+            timed = time.monotonic() - self._since >= 60.0 * self.minutes
+            if trainer.world_size > 1:  # every rank must take the collective save together
+                timed = bool(trainer.strategy.broadcast(timed, src=0))
+            due = due or timed
+        return due
+
+    @staticmethod
+    def _validation_follows(trainer: L.Trainer) -> bool:
+        loop = trainer.fit_loop.epoch_loop
+        should_check = getattr(loop, "_should_check_val_fx", None)
+        fetcher = getattr(trainer.fit_loop, "_data_fetcher", None)
+        if should_check is None or fetcher is None or not trainer.enable_validation:
+            return False
+        return bool(should_check(fetcher))
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if self._due(trainer):
+            if self._validation_follows(trainer):
+                return  # on_validation_end saves after it
+            self.save(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.state.fn != "fit":
+            return
+        self.save(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_step != self._saved_step:
+            self.save(trainer)
+
+    # ---------------------------------------------------------------------------------------- saving
+    def save(self, trainer: L.Trainer) -> Path:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        trainer.save_checkpoint(tmp, weights_only=False)
+        if trainer.is_global_zero:
+            os.replace(tmp, self.path)
+        self.last_model_path = str(self.path)
+        self._saved_step = trainer.global_step
+        self._since = time.monotonic()
+        log.debug("saved %s at step %d", self.path, trainer.global_step)
+        return self.path
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": rng_states(), "last_model_path": self.last_model_path}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._rng_to_restore = state_dict.get("rng")
+
+
+class StepProgressBar(RichProgressBar):
+    """Lightning's rich progress bar, counting a step-based run (``trainer.max_steps`` set, epochs
+    unbounded) as one bar of ``global_step / max_steps`` instead of one bar per epoch labelled
+    ``Epoch 2/-2``. Epoch-based runs look as usual."""
+
+    def _step_based(self) -> bool:
+        trainer = self._trainer
+        return trainer is not None and trainer.max_steps > 0
+
+    @property
+    def total_train_batches(self) -> int | float:
+        return self.trainer.max_steps if self._step_based() else super().total_train_batches
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        if self._step_based():
+            return f"{'Training':{len(self.validation_description)}}"
+        return super()._get_train_description(current_epoch)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._step_based() and self.train_progress_bar_id is not None:
+            return  # one bar for the whole run
+        super().on_train_epoch_start(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if not self._step_based():
+            return super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        if not self.is_disabled and self.train_progress_bar_id is None:
+            self._initialize_train_progress_bar_id()
+        self._update(self.train_progress_bar_id, trainer.global_step)
+        self._update_metrics(trainer, pl_module)
+        self.refresh()

@@ -3,13 +3,16 @@ and table logging (W&B media, TensorBoard images/text; CSV gets neither, the run
 
 from __future__ import annotations
 
+import csv
 import logging
 import netrc
 import os
 from collections.abc import Iterable, Sequence
 
 import numpy as np
-from lightning.pytorch.loggers import Logger, TensorBoardLogger, WandbLogger
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 
 from inpaint.metrics import METRIC_NAMES, metric_rows, metrics_table
 
@@ -45,6 +48,47 @@ def wandb_logger(
             log.info("W&B: no API key configured, logging offline to %s/wandb (upload with `wandb sync`)", save_dir)
     os.makedirs(save_dir, exist_ok=True)
     return WandbLogger(project=project, save_dir=save_dir, offline=offline, tags=list(tags), **kwargs)
+
+
+class _ContinuingWriter(ExperimentWriter):
+    """Lightning's CSV writer, except that an existing ``metrics.csv`` is continued instead of deleted.
+
+    A resumed run starts again from its checkpoint's step; the rows the killed run wrote after that step
+    are dropped at the first save, so every step appears once."""
+
+    def _check_log_dir_exists(self) -> None:
+        self._continuing = self._fs.isfile(self.metrics_file_path)
+
+    def save(self) -> None:
+        if self._continuing and self.metrics:
+            self._continuing = False
+            first = min(int(m["step"]) for m in self.metrics)
+            with self._fs.open(self.metrics_file_path, "r", newline="") as f:
+                reader = csv.DictReader(f)
+                header, rows = list(reader.fieldnames or []), list(reader)
+            kept = [r for r in rows if not r.get("step") or int(float(r["step"])) < first]
+            if len(kept) < len(rows):
+                log.info("metrics.csv: dropped %d rows of steps >= %d written before the resume",
+                         len(rows) - len(kept), first)
+            self.metrics_keys = sorted(header)
+            with self._fs.open(self.metrics_file_path, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=self.metrics_keys)
+                writer.writeheader()
+                writer.writerows(kept)
+        super().save()
+
+
+class ContinuingCSVLogger(CSVLogger):
+    """``CSVLogger`` whose ``metrics.csv`` survives a resume into the same run directory (see
+    :class:`_ContinuingWriter`)."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            os.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _ContinuingWriter(log_dir=self.log_dir)
+        return self._experiment
 
 
 def log_image(loggers: Iterable[Logger], key: str, image: np.ndarray, step: int) -> None:

@@ -13,74 +13,33 @@ from __future__ import annotations
 
 import json
 import logging
-import os
+import shutil
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import hydra
 import lightning as L
-from hydra.errors import InstantiationException
-from lightning.pytorch.callbacks import ModelCheckpoint
+import torch
+import yaml
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import MissingMandatoryValue
 
-from inpaint.checkpoints import CheckpointMismatchError, check_checkpoint_class, load_weights
-from inpaint.data.io import ImageReadError
+from inpaint.callbacks import StepProgressBar
+from inpaint.checkpoints import check_checkpoint_class, load_weights
+from inpaint.cli import CONF_DIR, USER_ERRORS, echo, guarded, instantiate, report_user_error, user_message
 from inpaint.loggers import log_metric_table
 from inpaint.metrics import bucket_name, comparison_table, metrics_table
 from inpaint.models.base import InpaintModule
 
 log = logging.getLogger("inpaint.run")
 
-
-def find_conf_dir() -> Path:
-    """The ``conf/`` folder next to the package (a source checkout or an editable install)."""
-    here = Path(__file__).resolve().parent
-    for cand in (here.parent / "conf", here / "conf"):
-        if (cand / "train.yaml").is_file():
-            return cand
-    raise RuntimeError(
-        f"cannot find the Hydra configs (conf/train.yaml) next to {here}; install with `pip install -e .`"
-    )
-
-
-CONF_DIR = find_conf_dir()
-
-#: errors caused by the user's input: reported as one message, without a stack trace
-USER_ERRORS = (
-    FileNotFoundError,
-    NotADirectoryError,
-    ValueError,
-    ImageReadError,
-    CheckpointMismatchError,
-    FloatingPointError,
-    MissingMandatoryValue,  # a `???` option left unset, e.g. data.root
-)
-
-
-def user_message(e: BaseException) -> str:
-    """The one-line report of a user error."""
-    if isinstance(e, MissingMandatoryValue) and getattr(e, "full_key", None):
-        return f"{e.full_key} is not set (it has no default): add {e.full_key}=... to the command"
-    return str(e)
-
-
-def _instantiate(node, **kwargs):
-    """``hydra.utils.instantiate`` that re-raises our own errors unwrapped, so the message reads cleanly."""
-    try:
-        return hydra.utils.instantiate(node, _convert_="all", **kwargs)
-    except InstantiationException as e:
-        cause = e.__cause__
-        while isinstance(cause, InstantiationException) and cause.__cause__ is not None:
-            cause = cause.__cause__
-        if isinstance(cause, USER_ERRORS):
-            raise cause from None
-        raise
+__all__ = ["CONF_DIR", "USER_ERRORS", "user_message", "main", "run"]
 
 
 def build_model(cfg: DictConfig) -> InpaintModule:
-    model = _instantiate(cfg.model, buckets=OmegaConf.to_container(cfg.eval.buckets))
+    model = instantiate(cfg.model, buckets=OmegaConf.to_container(cfg.eval.buckets))
     if not isinstance(model, InpaintModule):
         raise ValueError(f"model._target_={cfg.model._target_} is not an inpaint.models.base.InpaintModule")
     if cfg.get("channels_last"):
@@ -98,22 +57,61 @@ def build_mask(cfg: DictConfig, mask_ratio: Sequence[float] | None = None):
                 f"or blocks); {mask_cfg._target_} has none. Use eval.per_bucket=false with this mask."
             )
         mask_cfg = OmegaConf.merge(mask_cfg, {"ratio": [float(r) for r in mask_ratio]})
-    return _instantiate(mask_cfg)
+    return instantiate(mask_cfg)
 
 
 def build_datamodule(cfg: DictConfig, mask_ratio: Sequence[float] | None = None) -> L.LightningDataModule:
     """The configured DataModule; ``mask_ratio`` restricts the mask generator to one hole-ratio range."""
-    return _instantiate(cfg.data, mask=build_mask(cfg, mask_ratio), seed=cfg.seed)
+    return instantiate(cfg.data, mask=build_mask(cfg, mask_ratio), seed=cfg.seed)
+
+
+def check_accelerator(cfg: DictConfig) -> None:
+    """``trainer=gpu`` / ``trainer=ddp`` on a machine where torch sees no CUDA device: say so plainly."""
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+        raise ValueError(
+            f"trainer.accelerator={accelerator} (trainer=gpu/ddp) but torch {torch.__version__} ({build}) sees no "
+            "CUDA GPU on this machine. Run on the CPU with trainer=cpu (or trainer=ddp_cpu), or install a CUDA "
+            "build of torch on a machine with an NVIDIA GPU."
+        )
 
 
 def build_trainer(cfg: DictConfig) -> L.Trainer:
-    loggers = [_instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
-    callbacks = [_instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
-    return _instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+    check_accelerator(cfg)
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    if cfg.trainer.get("enable_progress_bar", True) and not any(isinstance(c, ProgressBar) for c in callbacks):
+        callbacks.append(StepProgressBar())  # step/max_steps instead of "Epoch 2/-2"
+    return instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
 
 
 def _checkpoint_callback(trainer: L.Trainer) -> ModelCheckpoint | None:
+    """The callback that keeps the best checkpoint (the one with a monitored metric)."""
     return next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest resumable checkpoint in ``run_dir``: ``checkpoints/last.ckpt`` or an ``hpc_ckpt_N.ckpt``
+    that Lightning's SLURM environment wrote on a preemption signal."""
+    candidates = [run_dir / "checkpoints" / "last.ckpt", *run_dir.glob("hpc_ckpt_*.ckpt")]
+    existing = [p for p in candidates if p.is_file()]
+    return max(existing, key=lambda p: p.stat().st_mtime) if existing else None
+
+
+def log_config(trainer: L.Trainer, cfg: DictConfig) -> None:
+    """Give every experiment logger the composed config and the command-line overrides, so a dashboard
+    can filter and compare runs (e.g. trials of a sweep) by any option."""
+    overrides: list[str] = []
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        overrides = list(HydraConfig.get().overrides.task)
+    except ValueError:  # not under @hydra.main (tests, scripts)
+        pass
+    params = {"config": OmegaConf.to_container(cfg, resolve=True), "overrides": overrides}
+    for lg in trainer.loggers:
+        lg.log_hyperparams(params)
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
@@ -123,11 +121,16 @@ def run(cfg: DictConfig) -> dict[str, float]:
     checkpoint's monitored value, else the last validation), for sweepers and scripts."""
     if cfg.task not in ("fit", "test"):
         raise ValueError(f"task={cfg.task} is not a task: use task=fit (train, then test) or task=test")
-    L.seed_everything(cfg.seed, workers=True)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
     out_dir = Path(cfg.paths.output_dir)
 
     model = build_model(cfg)
     ckpt_path = cfg.get("ckpt_path")
+    if not ckpt_path and cfg.task == "fit" and cfg.get("auto_resume", True):
+        found = latest_checkpoint(out_dir)
+        if found is not None:  # e.g. a cluster job requeued after preemption, in its own directory
+            log.info("resuming from %s, found in the run directory (auto_resume=false starts over)", found)
+            ckpt_path = str(found)
     if ckpt_path:
         check_checkpoint_class(ckpt_path, model, CONF_DIR / "model")
     if cfg.get("init_from"):
@@ -142,22 +145,29 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
     datamodule = build_datamodule(cfg)
     trainer = build_trainer(cfg)
+    log_config(trainer, cfg)
     if cfg.get("compile"):
         model.compile_networks()
 
     if cfg.task == "fit":
-        # checkpoints are read with weights_only=True: tensors and plain containers, no arbitrary pickles
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        with warnings.catch_warnings():
+            if ckpt_path:  # resuming into the run's own checkpoint folder is the point
+                warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+            # checkpoints are read with weights_only=True: tensors and plain containers, no arbitrary pickles
+            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         if not cfg.get("test_after_fit", True):
             return {}
         cb = _checkpoint_callback(trainer)
-        test_ckpt = (cb.best_model_path or cb.last_model_path) if cb else None
+        test_ckpt = cb.best_model_path if cb and cb.best_model_path else None
+        if test_ckpt is None:
+            last = [c.last_model_path for c in trainer.checkpoint_callbacks if getattr(c, "last_model_path", "")]
+            test_ckpt = last[0] if last else None
     else:
         test_ckpt = ckpt_path
     if cfg.eval.get("per_bucket"):
         results = test_per_bucket(cfg, model, trainer, datamodule, test_ckpt or None)
     else:
-        trainer.test(model, datamodule=datamodule, ckpt_path=test_ckpt or None, weights_only=True)
+        trainer.test(model, datamodule=datamodule, ckpt_path=test_ckpt or None, weights_only=True, verbose=False)
         results = dict(model.test_results)
 
     if trainer.is_global_zero:
@@ -195,7 +205,8 @@ def test_per_bucket(
             if hasattr(datamodule, "with_mask")
             else build_datamodule(cfg, (lo, hi))
         )
-        trainer.test(model, datamodule=bucket_data, ckpt_path=ckpt, weights_only=True)
+        # verbose=False: Lightning's table would show this one bucket's run as the plain test/ keys
+        trainer.test(model, datamodule=bucket_data, ckpt_path=ckpt, weights_only=True, verbose=False)
         suffix = "@" + bucket_name(lo, hi)
         res = model.test_results
         n = float(res.get("test/count", 0.0))
@@ -245,22 +256,101 @@ def write_report(
     if variants and len(variants) > 1:
         side = "\n\nSide by side (" + ", ".join(variants) + "):\n\n" + comparison_table(test, buckets, variants)
     (out_dir / "metrics.md").write_text(header + table + side + "\n")
-    print(
-        f"\nTest metrics (composite, per image then averaged):\n{table}{side}\n\nRun directory: {out_dir.resolve()}"
-    )
+    echo(f"\nTest metrics (composite, per image then averaged):\n{table}{side}\n\nRun directory: {out_dir.resolve()}")
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    try:
-        results = run(cfg)
-    except USER_ERRORS as e:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        print(f"\nerror: {user_message(e)}\n(set HYDRA_FULL_ERROR=1 for the traceback)", file=sys.stderr)
-        sys.exit(1)
+# ------------------------------------------------------------------------------------------- resume
+def _override_key(item: str) -> str:
+    return item.partition("=")[0].lstrip("+~")
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "\\'") + "'"
+
+
+def _run_dir_of(ckpt: Path) -> Path | None:
+    """The run directory a checkpoint belongs to (``RUN/checkpoints/x.ckpt`` or ``RUN/hpc_ckpt_N.ckpt``
+    with ``RUN/.hydra``), else None."""
+    for cand in (ckpt.parent.parent, ckpt.parent):
+        if (cand / ".hydra" / "overrides.yaml").is_file():
+            return cand
+    return None
+
+
+def resume_arguments(argv: list[str]) -> list[str]:
+    """Command-line arguments that continue an earlier run in its own directory.
+
+    ``resume=RUN`` (a run directory, or one of its checkpoints) and ``ckpt_path=RUN/checkpoints/last.ckpt``
+    (unless ``task=test``) become: the run's own overrides (``RUN/.hydra/overrides.yaml``), then the new
+    ones (which win: e.g. a larger ``trainer.max_steps``), ``ckpt_path=`` the checkpoint and
+    ``hydra.run.dir=RUN``. Checkpoints, grids, the CSV/TensorBoard/W&B logs and ``run.log`` continue
+    there; the previous ``.hydra`` files are kept under ``.hydra/before_resume_N``."""
+    items = [a for a in argv if not a.startswith("-")]
+    given = {_override_key(a): a.partition("=")[2] for a in items if "=" in a}
+    resume, ckpt = given.get("resume"), given.get("ckpt_path")
+    if not resume and not (ckpt and given.get("task", "fit") == "fit"):
+        return argv
+    if resume and any(a in ("-m", "--multirun") for a in argv):
+        raise ValueError(
+            "resume= continues one run; to continue an interrupted sweep, repeat its command with "
+            "hydra.sweep.dir=SWEEP_DIR"
+        )
+    target = Path(resume or ckpt).expanduser()
+    if resume and target.is_dir():
+        run_dir, found = target, latest_checkpoint(target)
+        if found is None:
+            raise FileNotFoundError(
+                f"resume={resume}: no checkpoint to resume in {target} (looked for checkpoints/last.ckpt and "
+                "hpc_ckpt_*.ckpt); it is written every callbacks.checkpoint_every.steps/minutes"
+            )
+        target = found
+    else:
+        if not target.is_file():
+            raise FileNotFoundError(f"{'resume' if resume else 'ckpt_path'}={target}: no such checkpoint file")
+        run_dir = _run_dir_of(target)
+        if run_dir is None:
+            if resume:
+                raise ValueError(
+                    f"resume={resume}: {target} is not inside a run directory of inpaint.run (no .hydra/ next to "
+                    "its checkpoints/ folder); pass it as ckpt_path= to resume in a new directory"
+                )
+            return argv  # a checkpoint from elsewhere: resume it into a new run directory
+    hydra_dir = run_dir / ".hydra"
+    earlier = yaml.safe_load((hydra_dir / "overrides.yaml").read_text()) or []
+    keep = len(list(hydra_dir.glob("before_resume_*")))
+    backup = hydra_dir / f"before_resume_{keep + 1}"
+    backup.mkdir()
+    for f in hydra_dir.glob("*.yaml"):
+        shutil.copy2(f, backup / f.name)
+    dropped = {"resume", "ckpt_path", "hydra.run.dir"}
+    merged: dict[str, str] = {}
+    for item in [*earlier, *items]:
+        key = _override_key(item)
+        if key not in dropped:
+            merged.pop(key, None)
+            merged[key] = item
+    flags = [a for a in argv if a.startswith("-")]
+    return [*flags, *merged.values(), f"ckpt_path={_quote(str(target))}", f"hydra.run.dir={_quote(str(run_dir))}"]
+
+
+def _fit_or_test(cfg: DictConfig) -> float | None:
+    results = run(cfg)
     metric = cfg.get("optimized_metric")
     return results.get(metric) if metric else None
+
+
+_hydra_main = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")(
+    guarded(_fit_or_test, "inpaint.run")
+)
+
+
+def main() -> None:
+    """``python -m inpaint.run [overrides]``: a resumed run is rewritten to continue in its directory."""
+    try:
+        sys.argv[1:] = resume_arguments(sys.argv[1:])
+    except USER_ERRORS as e:
+        sys.exit(report_user_error(e, "inpaint.run"))
+    _hydra_main()
 
 
 if __name__ == "__main__":

@@ -75,15 +75,18 @@ class InpaintModule(L.LightningModule):
         return self
 
     def use_channels_last(self) -> InpaintModule:
-        """NHWC memory format for the weights and (in ``on_after_batch_transfer``) every batch."""
+        """NHWC memory format for the weights and (through ``on_after_batch_transfer``) every batch.
+
+        The hook is installed on this instance only when the switch is on: Lightning warns on every run
+        about a LightningModule that overrides it next to a LightningDataModule."""
         self.channels_last = True
+        self.on_after_batch_transfer = self._batch_to_channels_last  # type: ignore[method-assign]
         return self.to(memory_format=torch.channels_last)
 
-    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
-        if self.channels_last:
-            batch = {k: v.contiguous(memory_format=torch.channels_last) if torch.is_tensor(v) and v.ndim == 4 else v
-                     for k, v in batch.items()}
-        return batch
+    @staticmethod
+    def _batch_to_channels_last(batch: dict, dataloader_idx: int = 0) -> dict:
+        return {k: v.contiguous(memory_format=torch.channels_last) if torch.is_tensor(v) and v.ndim == 4 else v
+                for k, v in batch.items()}
 
     # ----------------------------------------------------------------------------------- model API
     def forward(self, image: Tensor, mask: Tensor) -> Tensor:  # pragma: no cover - abstract
@@ -138,10 +141,9 @@ class InpaintModule(L.LightningModule):
         if every <= 0 or self.global_step % every:
             return
         if not bool(torch.isfinite(loss.detach()).all()):
-            ckpt = None
-            cb = getattr(self.trainer, "checkpoint_callback", None)
-            if cb is not None:
-                ckpt = cb.last_model_path or cb.best_model_path or None
+            saved = [getattr(cb, attr, "") for attr in ("last_model_path", "best_model_path")
+                     for cb in self.trainer.checkpoint_callbacks]
+            ckpt = next((p for p in saved if p), None)
             raise FloatingPointError(
                 f"{name} of {type(self).__name__} is {loss.detach().float().flatten()[0].item()} at global "
                 f"step {self.global_step} (epoch {self.current_epoch}); training stopped before the "
