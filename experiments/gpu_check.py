@@ -318,7 +318,7 @@ def main() -> None:
               "env": environment(args.device), "sections": {}}
     for name in args.only:
         if name == "amp" and amp_skip(args):  # no process just to say so
-            r = {"budget_s": BUDGETS[name], "wall_s": 0.0, "status": "skipped",
+            r = {"budget_s": BUDGETS[name] * args.budget_scale, "wall_s": 0.0, "status": "skipped",
                  "cases": {"16-mixed": {"status": "skipped", "reason": amp_skip(args)}}}
         else:
             r = run_section(name, BUDGETS[name] * args.budget_scale, argv)
