@@ -8,6 +8,7 @@ the machine's spikes) and the report gives the median of the per-repeat ratios, 
 
   python experiments/bench.py                         # scnn, batch 8, 64x64, 30 timed steps x 3 repeats
   python experiments/bench.py --size 128 --batch 16 --steps 20 --repeats 5 --json out.json
+  python experiments/bench.py --device cuda --size 256   # batches live on the GPU; every step is synchronised
 
 The overhead ratio is time_per_step(Lightning) / time_per_step(plain); 1.00 means no overhead.
 """
@@ -44,8 +45,19 @@ def make_batches(n: int, batch: int, size: int, seed: int = 0) -> list[dict[str,
     return out
 
 
+def sync(device: torch.device | str) -> None:
+    """Wait for the device's queued work, so a host clock read after it times the work itself."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def to_device(batches: list[dict[str, torch.Tensor]], device: torch.device | str) -> list[dict[str, torch.Tensor]]:
+    return [{k: v.to(device) for k, v in b.items()} for b in batches]
+
+
 class _StepTimer(L.Callback):
-    """Start-to-start time of every step after ``warmup`` (so work between steps counts too)."""
+    """Start-to-start time of every step after ``warmup`` (so work between steps counts too); on CUDA each
+    clock read waits for the GPU, so a step is the GPU's time, not the time to queue it."""
 
     def __init__(self, warmup: int) -> None:
         self.warmup = warmup
@@ -53,47 +65,88 @@ class _StepTimer(L.Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if batch_idx >= self.warmup:
+            sync(pl_module.device)
             self.starts.append(time.perf_counter())
 
     def on_train_end(self, trainer, pl_module) -> None:
+        sync(pl_module.device)
         self.starts.append(time.perf_counter())
 
 
 def time_lightning(
-    model: L.LightningModule, batches: list, warmup: int, accelerator: str = "cpu", precision: str = "32-true"
+    model: L.LightningModule, batches: list, warmup: int, accelerator: str = "cpu", precision: str = "32-true",
+    callbacks: tuple = (), plugins: list | None = None,
 ) -> list[float]:
+    """Step times of ``trainer.fit`` over ``batches``; ``plugins`` (e.g. a precision plugin with its own
+    AMP scaler) replace ``precision``; ``callbacks`` run beside the timer."""
     timer = _StepTimer(warmup)
     trainer = L.Trainer(
-        accelerator=accelerator, devices=1, precision=precision, max_steps=len(batches), logger=False,
+        accelerator=accelerator, devices=1, max_steps=len(batches), logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-        limit_val_batches=0, callbacks=[timer],
+        limit_val_batches=0, callbacks=[timer, *callbacks],
+        **({"plugins": plugins} if plugins else {"precision": precision}),
     )
     loader = torch.utils.data.DataLoader(batches, batch_size=None, shuffle=False)
     trainer.fit(model, train_dataloaders=loader)
     return list(np.diff(timer.starts))
 
 
-def time_plain(model: L.LightningModule, batches: list, warmup: int) -> list[float]:
-    """The loop a person would write by hand: forward, loss, backward, step."""
-    model.train()
+def time_plain(model: L.LightningModule, batches: list, warmup: int, device: str = "cpu") -> list[float]:
+    """The loop a person would write by hand: forward, loss, backward, step (``batches`` on ``device``)."""
+    model.to(device).train()
     opt = model.configure_optimizers()
     starts = []
     for i, batch in enumerate(batches):
         if i >= warmup:
+            sync(device)
             starts.append(time.perf_counter())
         opt.zero_grad(set_to_none=True)
         prediction = model(batch["image"], batch["mask"])
         loss = model.loss(prediction, batch["image"], batch["mask"])
         loss.backward()
         opt.step()
+    sync(device)
     starts.append(time.perf_counter())
     return list(np.diff(starts))
+
+
+def overhead(
+    model: str = "scnn", batch: int = 8, size: int = 64, steps: int = 30, warmup: int = 5, repeats: int = 3,
+    device: str = "cpu", log=print,
+) -> dict:
+    """Lightning vs plain-loop step time of ``model=MODEL`` on ``device`` (see the module docstring)."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[f"model={model}"])
+    torch.manual_seed(0)
+    base = build_model(cfg)
+    batches = to_device(make_batches(steps + warmup, batch, size), device)
+    accelerator = "gpu" if torch.device(device).type == "cuda" else "cpu"
+    plain, light = [], []  # per repeat: the median step time (robust to the machine's spikes)
+    for r in range(repeats):
+        plain.append(statistics.median(time_plain(copy.deepcopy(base), batches, warmup, device)))
+        light.append(statistics.median(time_lightning(copy.deepcopy(base), batches, warmup, accelerator)))
+        log(f"repeat {r}: plain {plain[-1] * 1e3:.1f} ms/step, lightning {light[-1] * 1e3:.1f} ms/step, "
+            f"ratio {light[-1] / plain[-1]:.3f}")
+    ratios = [lt / p for lt, p in zip(light, plain, strict=True)]
+    return {
+        "model": model, "batch": batch, "size": size, "steps": steps, "device": device,
+        "threads": torch.get_num_threads(), "torch": torch.__version__, "lightning": L.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "plain_ms_per_step": statistics.median(plain) * 1e3,
+        "lightning_ms_per_step": statistics.median(light) * 1e3,
+        "plain_images_per_s": batch / statistics.median(plain),
+        "lightning_images_per_s": batch / statistics.median(light),
+        "overhead_ratio_median": statistics.median(ratios),
+        "overhead_ratio_of_best": min(light) / min(plain),
+        "overhead_ratios": ratios,
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="scnn", help="a model= config with a plain-loop `loss` method")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--steps", type=int, default=30, help="timed steps per run")
@@ -103,31 +156,8 @@ def main() -> None:
     ap.add_argument("--json", default=None, help="also write the results here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=[f"model={args.model}"])
-    torch.manual_seed(0)
-    base = build_model(cfg)
-    batches = make_batches(args.steps + args.warmup, args.batch, args.size)
-    plain, light = [], []  # per repeat: the median step time (robust to the machine's spikes)
-    for r in range(args.repeats):
-        plain.append(statistics.median(time_plain(copy.deepcopy(base), batches, args.warmup)))
-        light.append(statistics.median(time_lightning(copy.deepcopy(base), batches, args.warmup)))
-        print(f"repeat {r}: plain {plain[-1] * 1e3:.1f} ms/step, lightning {light[-1] * 1e3:.1f} ms/step, "
-              f"ratio {light[-1] / plain[-1]:.3f}", flush=True)
-    ratios = [lt / p for lt, p in zip(light, plain, strict=True)]
-    result = {
-        "model": args.model, "batch": args.batch, "size": args.size, "steps": args.steps,
-        "threads": args.threads, "torch": torch.__version__, "lightning": L.__version__,
-        "cpu": platform.processor() or platform.machine(),
-        "plain_ms_per_step": statistics.median(plain) * 1e3,
-        "lightning_ms_per_step": statistics.median(light) * 1e3,
-        "plain_images_per_s": args.batch / statistics.median(plain),
-        "lightning_images_per_s": args.batch / statistics.median(light),
-        "overhead_ratio_median": statistics.median(ratios),
-        "overhead_ratio_of_best": min(light) / min(plain),
-        "overhead_ratios": ratios,
-    }
+    result = overhead(args.model, args.batch, args.size, args.steps, args.warmup, args.repeats, args.device,
+                      log=lambda line: print(line, flush=True))
     print(json.dumps(result, indent=2))
     if args.json:
         with open(args.json, "w") as f:

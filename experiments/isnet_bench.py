@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import time_lightning  # noqa: E402
+from bench import sync, time_lightning  # noqa: E402
 
 from inpaint.data.masks import FreeFormMask  # noqa: E402
 from inpaint.models.isnet import ISNetModule  # noqa: E402
@@ -61,11 +61,6 @@ def images(n: int, size: int, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     low = torch.rand(n, 3, size // 8, size // 8, generator=g)
     return torch.nn.functional.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def run_case(case: str, args) -> dict:
