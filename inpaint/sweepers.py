@@ -118,3 +118,49 @@ class ResumableOptunaImpl(OptunaSweeperImpl):
         if remaining == 0:
             log.info("all %d trials of study %r are done: nothing to run", len(finished), self.study_name)
         return super().sweep(arguments)
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def check_slurm_layout(params: dict[str, Any]) -> None:
+    """Raise a ValueError naming the option to change unless ``params`` (``hydra.launcher``) requests
+    whole nodes and GPUs, one task (Lightning DDP process) per GPU."""
+    nodes, gpus, tasks = params.get("nodes"), params.get("gpus_per_node"), params.get("tasks_per_node")
+    if not _positive_int(nodes):
+        raise ValueError(
+            f"hydra/launcher=slurm: nodes={nodes!r} is not a node count; set trainer.num_nodes=N "
+            "(or hydra.launcher.nodes=N)"
+        )
+    if gpus is None or gpus == 0:
+        return  # a CPU job: tasks_per_node processes, no GPUs requested
+    if not _positive_int(gpus):
+        raise ValueError(
+            f"hydra/launcher=slurm: gpus_per_node={gpus!r} (from trainer.devices) cannot size a SLURM request; "
+            "set trainer.devices=G, the number of GPUs per node (e.g. trainer=ddp trainer.devices=4)"
+        )
+    if tasks != gpus:
+        raise ValueError(
+            f"hydra/launcher=slurm: tasks_per_node={tasks} but gpus_per_node={gpus}; Lightning's DDP under "
+            "SLURM runs one process (task) per GPU: leave hydra.launcher.tasks_per_node at its default "
+            "(${trainer.devices}) or set it equal to the GPUs per node"
+        )
+
+
+def sbatch_script(params: dict[str, Any], command: str) -> str:
+    """The sbatch text submitit writes for a job of a hydra-submitit SLURM launcher with ``params``
+    (the launcher's resolved ``hydra.launcher`` options), built without a cluster: submitit's own
+    generic-to-sbatch name mapping and sbatch writer, minus its check that ``srun`` exists."""
+    from submitit.slurm.slurm import SlurmExecutor, _convert_mem, _make_sbatch_string
+
+    generic = SlurmExecutor._equivalence_dict()
+    launcher_only = {"submitit_folder", "max_num_timeout", "_target_"}
+    slurm: dict[str, Any] = {}
+    for key, value in params.items():
+        if key in launcher_only or value is None:
+            continue
+        slurm[generic.get(key, key)] = value
+    if "mem" in slurm:
+        slurm["mem"] = _convert_mem(slurm["mem"])
+    return _make_sbatch_string(command=command, folder=params["submitit_folder"], **slurm)
