@@ -65,3 +65,25 @@ def test_submitit_local_runs_a_sweep(tmp_path):
     assert all(r["test"]["test/count"] > 0 for r in reports)
     # each job ran in a submitit worker process with its own log folder
     assert len(list((sweep / ".submitit").glob("*/*_log.out"))) == 2
+
+
+def _cluster_commands() -> list[str]:
+    from conftest import REPO
+
+    section = (REPO / "README.md").read_text().split("## Cluster runs and resumable sweeps", 1)[1]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    return [ln for ln in block.splitlines() if ln.startswith("python -m inpaint.run")]
+
+
+@pytest.mark.parametrize("cmd", _cluster_commands())
+def test_readme_cluster_commands_compose(cmd, tmp_path):
+    """The README's cluster commands need a cluster to run: they are composed, and their launcher built."""
+    import shlex
+
+    args = [a for a in shlex.split(cmd)[3:] if a != "-m"]
+    args = [a.replace("DATA/", f"{tmp_path}/").replace("NVMASKS", str(tmp_path)) for a in args]
+    cfg, launcher = _launcher(*args, out=str(tmp_path / "sweep"))
+    if "hydra/launcher=slurm" in args:
+        script = launcher.sbatch_script()
+        assert f"--nodes={cfg.trainer.get('num_nodes', 1)}" in script
+        assert f"--gpus-per-node={cfg.trainer.devices}" in script
