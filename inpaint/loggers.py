@@ -7,7 +7,10 @@ import csv
 import logging
 import netrc
 import os
+import re
 from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
@@ -15,6 +18,7 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 
 from inpaint.metrics import METRIC_NAMES, metric_rows, metrics_table
+from inpaint.sweeps import parse_overrides
 
 log = logging.getLogger(__name__)
 
@@ -36,18 +40,80 @@ def wandb_logger(
     save_dir: str = ".",
     offline: bool | None = None,
     tags: Sequence[str] = (),
+    group: str | None = None,
+    id: str | None = None,
     **kwargs,
 ) -> WandbLogger:
     """A ``WandbLogger`` that is offline when no credentials are configured (``offline=None``).
 
     Offline runs write their files under ``<save_dir>/wandb/offline-run-*``; upload them later with
-    ``wandb sync <that folder>``."""
+    ``wandb sync <that folder>``.
+
+    Inside a Hydra job it also
+    - resumes: when ``<save_dir>/wandb`` already holds a run (a resumed run directory), its W&B run id is
+      reused with ``resume="allow"``, so the curves continue in the same W&B run;
+    - groups: in a multirun (``-m``) every job's run gets ``group=<study name>:<sweep dir name>`` (or the
+      sweep dir name), so a sweep's trials sit together and a resumed sweep joins its group; single runs
+      keep ``group=None``;
+    - records the job: the composed config (``.hydra/config.yaml``) and ``hydra_overrides`` (the job's
+      command-line and sweep overrides, ``{key: value}``) go into the run's config.
+    An explicit ``group``/``id``/``config`` wins."""
     if offline is None:
         offline = os.environ.get("WANDB_MODE") in ("offline", "disabled") or not wandb_has_credentials()
         if offline:
             log.info("W&B: no API key configured, logging offline to %s/wandb (upload with `wandb sync`)", save_dir)
     os.makedirs(save_dir, exist_ok=True)
-    return WandbLogger(project=project, save_dir=save_dir, offline=offline, tags=list(tags), **kwargs)
+    if id is None:
+        id = existing_wandb_run_id(save_dir)
+        if id is not None:
+            log.info("W&B: %s/wandb already holds run %s: resuming it", save_dir, id)
+            kwargs.setdefault("resume", "allow")
+    job = hydra_job_info()
+    if group is None:
+        group = job.get("group")
+    if "config" not in kwargs and job:
+        kwargs["config"] = {**job.get("config", {}), "hydra_overrides": job.get("overrides", {})}
+    return WandbLogger(project=project, save_dir=save_dir, offline=offline, tags=list(tags), group=group, id=id,
+                       **kwargs)
+
+
+#: a W&B run folder: run-20240101_120000-<id> or offline-run-20240101_120000-<id>
+_RUN_DIR = re.compile(r"(?:offline-)?run-(\d{8}_\d{6})-([A-Za-z0-9]+)")
+
+
+def existing_wandb_run_id(save_dir: str | os.PathLike) -> str | None:
+    """The id of the newest W&B run under ``<save_dir>/wandb``, or None when there is none."""
+    root = Path(save_dir) / "wandb"
+    if not root.is_dir():
+        return None
+    runs = [m for p in root.iterdir() if p.is_dir() and not p.is_symlink() and (m := _RUN_DIR.fullmatch(p.name))]
+    return max(runs, key=lambda m: m.group(1)).group(2) if runs else None
+
+
+def hydra_job_info() -> dict[str, Any]:
+    """``{"group", "overrides", "config"}`` of the running Hydra job (empty outside Hydra)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    if not HydraConfig.initialized():
+        return {}
+    hc = HydraConfig.get()
+    info: dict[str, Any] = {"overrides": parse_overrides(list(hc.overrides.task))}
+    if hc.mode == RunMode.MULTIRUN:
+        sweep = Path(str(hc.sweep.dir)).name
+        study = hc.sweeper.get("study_name")
+        info["group"] = f"{study}:{sweep}" if study else sweep
+    output_dir = hc.runtime.get("output_dir")
+    if output_dir and hc.output_subdir:
+        path = Path(output_dir) / hc.output_subdir / "config.yaml"
+        if path.is_file():
+            saved = OmegaConf.load(path)
+            try:
+                info["config"] = OmegaConf.to_container(saved, resolve=True)
+            except Exception:  # an interpolation only the live app can resolve: keep the raw values
+                info["config"] = OmegaConf.to_container(saved, resolve=False)
+    return info
 
 
 class _ContinuingWriter(ExperimentWriter):

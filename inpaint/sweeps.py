@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 REPORTED = ("val/psnr", "val/ssim", "val/mae", "test/psnr", "test/ssim", "test/mae")
 
 
-def _parse_overrides(overrides: list[str]) -> dict[str, str]:
+def parse_overrides(overrides: list[str]) -> dict[str, str]:
     out = {}
     for item in overrides:
         key, _, value = item.partition("=")
@@ -67,7 +67,7 @@ class TrialsTable(Callback):
             "job": int(config.hydra.job.get("num", 0) or 0),
             "status": "ok" if ok else f"failed: {job_return._return_value!r}"[:200],
             "objective": float(value) if isinstance(value, (int, float)) else None,
-            "overrides": _parse_overrides(list(job_return.overrides or [])),
+            "overrides": parse_overrides(list(job_return.overrides or [])),
             "metrics": _job_metrics(job_dir),
             "dir": str(job_dir),
         }
