@@ -199,6 +199,8 @@ class LastCheckpoint(Checkpoint):
 
     # ---------------------------------------------------------------------------------------- saving
     def save(self, trainer: L.Trainer) -> Path:
+        for logger in trainer.loggers:  # what was logged up to the checkpoint is on disk with it
+            logger.save()
         tmp = self.path.with_name(self.path.name + ".tmp")
         trainer.save_checkpoint(tmp, weights_only=False)
         if trainer.is_global_zero:

@@ -87,7 +87,7 @@ def instantiate(node, **kwargs):
 NOISE = {
     # advertisements for Lightning's cloud products
     r"💡 Tip": "logging",
-    # conf/callbacks/default.yaml chooses the plain (logged) model summary on purpose
+    # inpaint.run.build_trainer adds the plain (logged) model summary on purpose, so run.log has it
     r"Trainer already configured with model summary callbacks": "logging",
     # torch deprecated LeafSpec; Lightning's pytree helper still uses it (not ours to fix)
     r".*isinstance\(treespec, LeafSpec\)": "warning",

@@ -23,7 +23,7 @@ import hydra
 import lightning as L
 import torch
 import yaml
-from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary, ProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from inpaint.callbacks import StepProgressBar
@@ -83,6 +83,8 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     if cfg.trainer.get("enable_progress_bar", True) and not any(isinstance(c, ProgressBar) for c in callbacks):
         callbacks.append(StepProgressBar())  # step/max_steps instead of "Epoch 2/-2"
+    if cfg.trainer.get("enable_model_summary", True) and not any(isinstance(c, ModelSummary) for c in callbacks):
+        callbacks.append(ModelSummary(max_depth=1))  # logged, so run.log has it (the rich one is only drawn)
     return instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
 
 
@@ -121,6 +123,11 @@ def run(cfg: DictConfig) -> dict[str, float]:
     checkpoint's monitored value, else the last validation), for sweepers and scripts."""
     if cfg.task not in ("fit", "test"):
         raise ValueError(f"task={cfg.task} is not a task: use task=fit (train, then test) or task=test")
+    if cfg.get("resume"):
+        raise ValueError(
+            f"resume={cfg.resume} is read by the command line (python -m inpaint.run resume=RUN), which turns it "
+            "into ckpt_path= and the run directory; here pass ckpt_path=RUN/checkpoints/last.ckpt"
+        )
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     out_dir = Path(cfg.paths.output_dir)
 
@@ -286,8 +293,12 @@ def resume_arguments(argv: list[str]) -> list[str]:
     ``hydra.run.dir=RUN``. Checkpoints, grids, the CSV/TensorBoard/W&B logs and ``run.log`` continue
     there; the previous ``.hydra`` files are kept under ``.hydra/before_resume_N``."""
     items = [a for a in argv if not a.startswith("-")]
-    given = {_override_key(a): a.partition("=")[2] for a in items if "=" in a}
+    given = {_override_key(a): a.partition("=")[2].strip("'\"") for a in items if "=" in a}
     resume, ckpt = given.get("resume"), given.get("ckpt_path")
+    if "hydra.run.dir" in given:
+        if resume:
+            raise ValueError("resume=RUN continues the run in RUN: leave out hydra.run.dir")
+        return argv  # the directory is chosen (e.g. by Lightning for a DDP worker of a resumed run)
     if not resume and not (ckpt and given.get("task", "fit") == "fit"):
         return argv
     if resume and any(a in ("-m", "--multirun") for a in argv):
@@ -316,6 +327,11 @@ def resume_arguments(argv: list[str]) -> list[str]:
                 )
             return argv  # a checkpoint from elsewhere: resume it into a new run directory
     hydra_dir = run_dir / ".hydra"
+    if not (hydra_dir / "overrides.yaml").is_file():
+        raise ValueError(
+            f"resume={resume}: {run_dir} is not a run directory of `python -m inpaint.run` (no .hydra/overrides.yaml); "
+            f"pass its checkpoint as ckpt_path={target} to continue in a new directory"
+        )
     earlier = yaml.safe_load((hydra_dir / "overrides.yaml").read_text()) or []
     keep = len(list(hydra_dir.glob("before_resume_*")))
     backup = hydra_dir / f"before_resume_{keep + 1}"

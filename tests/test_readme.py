@@ -57,6 +57,9 @@ def workspace(tmp_path_factory):
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=[*tiny(), "logger=none", f"paths.output_dir={root / 'run'}"])
     run(cfg)
+    # what `python -m inpaint.run` would have recorded, so `resume=RUN` can continue it
+    (root / "run" / ".hydra").mkdir()
+    (root / "run" / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in [*tiny(), "logger=none"]))
     # every dataset in its distributed format (DATA/<name>) and a folder of NVIDIA-style masks (NVMASKS)
     root_extras = {name: write_dataset(name, root / "data" / name)[2:] for name in DATASETS}
     # a tiny trained ISNet (ISNET_RUN) and a generator file in the authors' release format (AUTHORS_GEN)
@@ -111,6 +114,11 @@ def test_cookbook_command(cmd, workspace, make_cfg, tmp_path, monkeypatch):
     default = "isnet" if "hparams_search=isnet_loss_weights" in args else "scnn"
     model = next((a.split("=", 1)[1] for a in args if a.startswith("model=")), default)
     args = _with_tiny(args, model, workspace)
+    if any(a.startswith("resume=") for a in args):  # rewritten by the command line, so run as typed
+        proc = run_cli("inpaint.run", *args, cwd=tmp_path, timeout=400)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert f"Run directory: {workspace / 'run'}" in proc.stdout
+        return
     if "-m" in args or "trainer=ddp_cpu" in args:
         proc = run_cli("inpaint.run", *args, "logger=none", cwd=tmp_path, timeout=400)
         assert proc.returncode == 0, proc.stderr[-3000:]
