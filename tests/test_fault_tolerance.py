@@ -18,13 +18,13 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import run_cli, tiny
 from torch.utils.data import Dataset
 
-from conftest import run_cli, tiny
 from inpaint.callbacks import LastCheckpoint, rng_states, set_rng_states
 from inpaint.data.resumable import ResumableDataLoader, ResumableSampler, train_sample_rng
 from inpaint.loggers import ContinuingCSVLogger
-from inpaint.run import build_datamodule, build_trainer, check_accelerator, resume_arguments, run
+from inpaint.run import build_datamodule, check_accelerator, resume_arguments, run
 
 
 class _Keys(Dataset):
