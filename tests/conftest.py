@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -160,3 +163,14 @@ def write_masks(root: Path, n: int = 12, size: int = 64) -> Path:
         m[(i * 3) % (size - side + 1) :][:side, 5 % (size - side + 1) :][:, :side] = 255
         Image.fromarray(m, mode="L").save(root / f"{i:05d}.png")
     return root
+
+
+@contextlib.contextmanager
+def one_skip_report(caplog, pattern: str):
+    """Inside the block, exactly one ``skipping corrupt`` warning (``data.on_corrupt=skip``) is logged on
+    ``inpaint.data``, and it matches ``pattern``."""
+    with caplog.at_level(logging.WARNING, logger="inpaint.data"):
+        start = len(caplog.records)
+        yield
+    got = [r.getMessage() for r in caplog.records[start:] if "skipping corrupt" in r.getMessage()]
+    assert len(got) == 1 and re.search(pattern, got[0]), got

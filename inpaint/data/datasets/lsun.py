@@ -51,7 +51,7 @@ from PIL import Image
 from inpaint.data.cache import cache_dir, cached_json, fingerprint
 from inpaint.data.datasets.base import Archive, DatasetDataModule, DatasetLayout, Requirement
 from inpaint.data.io import ImageReadError, to_rgb_uint8
-from inpaint.data.sources import ImageSource, load_skipping_corrupt
+from inpaint.data.sources import BadItems, ImageSource, load_skipping_corrupt
 
 __all__ = [
     "LSUN_CATEGORIES",
@@ -95,8 +95,8 @@ class LMDBSource(ImageSource):
     Args:
         path: the environment directory (holding ``data.mdb``).
         on_corrupt: ``"error"`` raises :class:`ImageReadError` naming the LMDB and the key of an entry that
-            is missing or cannot be decoded; ``"skip"`` warns (logger ``inpaint.data`` and
-            :class:`CorruptImageWarning`) naming them and loads the next readable entry (``index + 1``,
+            is missing or cannot be decoded; ``"skip"`` warns once (logger ``inpaint.data``) naming them
+            and loads the next readable entry (``index + 1``,
             wrapping around), remembering bad entries, as :class:`~inpaint.data.sources.FolderSource` does.
 
     ``name(i)`` is the key (the LSUN image id). The key list comes from the cache described in the module
@@ -117,7 +117,7 @@ class LMDBSource(ImageSource):
         # one contiguous array instead of millions of Python strings: small, and forked DataLoader workers
         # share its pages instead of copying them as reference counts change
         self._keys: np.ndarray = np.array([k.encode("latin-1") for k in keys], dtype=bytes)
-        self.bad_indices: set[int] = set()
+        self.bad_indices = BadItems(len(self._keys))
         self._env: lmdb.Environment | None = None
         self._pid: int | None = None
 

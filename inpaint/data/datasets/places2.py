@@ -61,7 +61,7 @@ from inpaint.data.datasets.base import (
     DatasetNotReadyError,
     Requirement,
 )
-from inpaint.data.sources import FolderSource, ImageSource
+from inpaint.data.sources import BadItems, FolderSource, ImageSource
 
 __all__ = [
     "ARCHIVE_MD5",
@@ -246,6 +246,7 @@ class ListSource(FolderSource):
         super().__init__(folder, files=(), on_corrupt=on_corrupt)
         self.entries = entries
         self.paths = _PathsOfList(self.root, entries)  # type: ignore[assignment]
+        self.bad_indices = BadItems(len(self.paths))  # sized for the list, not the empty files=()
 
     def __repr__(self) -> str:
         return f"ListSource(list='{self.entries.path}', folder='{self.root}', n={len(self)})"
