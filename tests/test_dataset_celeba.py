@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import one_skip_report, tiny
+from fixtures_datasets import write_celeba
 from PIL import Image
 
 from inpaint.data.datasets.base import DatasetNotReadyError
@@ -18,7 +19,6 @@ from inpaint.data.datasets.celeba import (
     CelebADataModule,
     CelebALayout,
     read_partition,
-    write_example,
 )
 from inpaint.data.download import ChecksumError
 from inpaint.data.io import ImageReadError
@@ -46,7 +46,7 @@ def faces(n: int, seed: int = 0) -> list[np.ndarray]:
 
 @pytest.fixture
 def root(tmp_path) -> Path:
-    write_example(tmp_path / "celeba", faces(10))  # default contiguous partition: 8 / 1 / 1
+    write_celeba(tmp_path / "celeba", faces(10))  # default contiguous partition: 8 / 1 / 1
     return tmp_path / "celeba"
 
 
@@ -59,7 +59,7 @@ def test_write_example_is_the_real_format(root):
 
 def test_splits_follow_the_partition_file(tmp_path):
     codes = [0, 0, 1, 0, 2, 0, 1, 2, 0, 0]
-    written = write_example(tmp_path, faces(10), partition=codes)
+    written = write_celeba(tmp_path, faces(10), partition=codes)
     splits = CelebALayout(tmp_path, verify_checksums=False).splits()
     assert {k: len(v) for k, v in splits.items()} == {"train": 6, "val": 2, "test": 2}
     assert [splits["val"].name(i) for i in range(2)] == ["000003.jpg", "000007.jpg"]
@@ -159,7 +159,7 @@ def test_malformed_partition_line_names_file_and_line(root, bad_line, match):
 
 
 def test_a_split_with_no_image_is_an_error(tmp_path):
-    write_example(tmp_path, faces(4), partition=[0, 0, 1, 1])
+    write_celeba(tmp_path, faces(4), partition=[0, 0, 1, 1])
     with pytest.raises(ValueError, match="no image for the test split"):
         CelebALayout(tmp_path, verify_checksums=False).splits()
 

@@ -12,12 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import one_skip_report, tiny
+from fixtures_datasets import write_lsdir
 from PIL import Image
 
 from inpaint.data.cache import CACHE_DIRNAME
 from inpaint.data.datasets import lsdir
 from inpaint.data.datasets.base import DatasetNotReadyError
-from inpaint.data.datasets.lsdir import LSDIRDataModule, LSDIRLayout, canonical_name, write_example
+from inpaint.data.datasets.lsdir import LSDIRDataModule, LSDIRLayout, canonical_name
 from inpaint.data.io import ImageReadError
 from inpaint.data.masks import CenterMask
 from inpaint.run import build_datamodule, run
@@ -41,7 +42,7 @@ def photos(n: int, seed: int = 0, size: tuple[int, int] = (H, W)) -> list[np.nda
 
 @pytest.fixture
 def root(tmp_path) -> Path:
-    write_example(tmp_path / "lsdir", photos(6), photos(3, seed=1))
+    write_lsdir(tmp_path / "lsdir", photos(6), photos(3, seed=1))
     return tmp_path / "lsdir"
 
 
@@ -51,7 +52,7 @@ def _names(source) -> list[str]:
 
 def test_write_example_names_folders_by_the_upper_index(tmp_path):
     tiny_imgs = [np.full((2, 2, 3), i % 256, np.uint8) for i in range(1001)]
-    written = write_example(tmp_path, tiny_imgs, tiny_imgs[:1], layout="shards")
+    written = write_lsdir(tmp_path, tiny_imgs, tiny_imgs[:1], layout="shards")
     rel = [p.relative_to(tmp_path).as_posix() for p in written["train"]]
     assert rel[0] == "shard-00/0001000/0000001.png" and rel[999] == "shard-00/0001000/0001000.png"
     assert rel[1000] == "shard-00/0002000/0001001.png"
@@ -64,7 +65,7 @@ def test_all_three_layouts_give_the_same_train_set(tmp_path):
     train_imgs, val_imgs = photos(6), photos(3, seed=1)
     seen = {}
     for layout in ("flat", "hr", "shards"):
-        write_example(tmp_path / layout, train_imgs, val_imgs, layout=layout)
+        write_lsdir(tmp_path / layout, train_imgs, val_imgs, layout=layout)
         splits = LSDIRLayout(tmp_path / layout).splits()
         assert set(splits) == {"train", "test"}  # no val: the DataModule carves one
         seen[layout] = (_names(splits["train"]), splits["train"].load(4), _names(splits["test"]))

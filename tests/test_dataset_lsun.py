@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import one_skip_report, photo_like, tiny
+from fixtures_datasets import lsun_key, write_lsun
 from torch.utils.data import DataLoader, Dataset
 
 from inpaint.data.cache import CACHE_DIRNAME
@@ -23,8 +24,6 @@ from inpaint.data.datasets.lsun import (
     LSUN_CATEGORIES,
     LMDBSource,
     LSUNLayout,
-    example_key,
-    write_example,
 )
 from inpaint.data.io import ImageReadError
 from inpaint.data.masks import CenterMask
@@ -38,7 +37,7 @@ def _photos(n: int, seed: int = 0) -> list[np.ndarray]:
 
 
 def _by_key(images: list[np.ndarray], seed: int = 0) -> dict[str, np.ndarray]:
-    return {example_key(i, seed): img for i, img in enumerate(images)}
+    return {lsun_key(i, seed): img for i, img in enumerate(images)}
 
 
 def _put(folder: Path, key: str, value: bytes | None) -> None:
@@ -55,8 +54,8 @@ def _put(folder: Path, key: str, value: bytes | None) -> None:
 @pytest.fixture
 def root(tmp_path) -> Path:
     root = tmp_path / "lsun"
-    write_example(root, _photos(8, seed=1), split="train", fmt="webp")
-    write_example(root, _photos(3, seed=2), split="val", fmt="jpeg", seed=1)
+    write_lsun(root, _photos(8, seed=1), split="train", fmt="webp")
+    write_lsun(root, _photos(3, seed=2), split="val", fmt="jpeg", seed=1)
     return root
 
 
@@ -66,7 +65,7 @@ def root(tmp_path) -> Path:
 @pytest.mark.parametrize("fmt", ["webp", "jpeg"])
 def test_round_trip_decodes_close_to_the_written_images(tmp_path, fmt):
     images = _photos(5, seed=3)
-    folder = write_example(tmp_path, images, fmt=fmt)
+    folder = write_lsun(tmp_path, images, fmt=fmt)
     assert folder == tmp_path / "bedroom_train_lmdb" and (folder / "data.mdb").is_file()
     src = LMDBSource(folder)
     expected = _by_key(images)
@@ -82,7 +81,7 @@ def test_round_trip_decodes_close_to_the_written_images(tmp_path, fmt):
 
 
 def test_keys_are_40_hex(tmp_path):
-    src = LMDBSource(write_example(tmp_path, _photos(3)))
+    src = LMDBSource(write_lsun(tmp_path, _photos(3)))
     for i in range(3):
         key = src.name(i)
         assert len(key) == 40 and int(key, 16) >= 0
@@ -113,10 +112,10 @@ def test_key_cache_is_used_then_rebuilt_when_the_lmdb_changes(root, monkeypatch)
     original = LMDBSource._scan_keys
     monkeypatch.setattr(LMDBSource, "_scan_keys", lambda self: scans.append(1) or original(self))
     assert len(LMDBSource(folder)) == 8 and scans == []  # served from the cache
-    write_example(root, _photos(1, seed=9), seed=5)  # add an entry
+    write_lsun(root, _photos(1, seed=9), seed=5)  # add an entry
     src = LMDBSource(folder)
     assert len(src) == 9 and scans == [1]
-    assert example_key(0, seed=5) in {src.name(i) for i in range(9)}
+    assert lsun_key(0, seed=5) in {src.name(i) for i in range(9)}
 
 
 # ------------------------------------------------------------------------------ corrupt entries
@@ -240,8 +239,8 @@ def _zip_dir(folder: Path, dest: Path) -> Path:
 
 def test_prepare_downloads_extracts_and_indexes(tmp_path, monkeypatch):
     src = tmp_path / "src"
-    write_example(src, _photos(4, seed=7), category="church_outdoor", split="train")
-    write_example(src, _photos(2, seed=8), category="church_outdoor", split="val", fmt="jpeg")
+    write_lsun(src, _photos(4, seed=7), category="church_outdoor", split="train")
+    write_lsun(src, _photos(2, seed=8), category="church_outdoor", split="val", fmt="jpeg")
     mirror = tmp_path / "mirror"
     mirror.mkdir()
     for split in ("train", "val"):

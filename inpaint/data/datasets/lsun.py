@@ -36,11 +36,9 @@ each get their own. Without locking, readers assume nothing writes to the LMDB w
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import os
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,8 +57,6 @@ __all__ = [
     "LMDBSource",
     "LSUNDataModule",
     "LSUNLayout",
-    "example_key",
-    "write_example",
 ]
 
 log = logging.getLogger("inpaint.data")
@@ -338,56 +334,3 @@ class LSUNDataModule(DatasetDataModule):
     """``data=lsun``: one category; train minus a carved validation split, and the official val as test."""
 
     layout_class = LSUNLayout
-
-
-# ------------------------------------------------------------------------------------------- fixtures
-
-
-def example_key(index: int, seed: int = 0) -> str:
-    """The 40-hex key :func:`write_example` stores image ``index`` under."""
-    return hashlib.sha1(f"lsun-example:{seed}:{index}".encode()).hexdigest()
-
-
-def write_example(
-    root: str | os.PathLike[str],
-    images: Sequence[np.ndarray],
-    category: str = "bedroom",
-    split: str = "train",
-    fmt: str = "webp",
-    seed: int = 0,
-) -> Path:
-    """Write ``images`` into ``root/{category}_{split}_lmdb/`` in the LSUN format; return that folder.
-
-    Args:
-        root: the dataset root (created if needed).
-        images: HxWx3 uint8 RGB arrays (any size; LSUN's have short side 256).
-        category: the category part of the folder name.
-        split: ``"train"`` or ``"val"`` (the folder name's split part).
-        fmt: ``"webp"`` or ``"jpeg"``, both at quality 75, as the value encoding.
-        seed: varies the keys; image ``i`` is stored under ``example_key(i, seed)`` (40 hex characters).
-
-    An existing environment is added to (use another ``seed`` for new keys), so a test can grow it.
-    """
-    formats = {"webp": "WEBP", "jpeg": "JPEG", "jpg": "JPEG"}
-    if fmt not in formats:
-        raise ValueError(f"fmt must be one of {sorted(formats)}, got {fmt!r}")
-    folder = Path(root) / f"{category}_{split}_lmdb"
-    folder.mkdir(parents=True, exist_ok=True)
-    entries = []
-    for i, img in enumerate(images):
-        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
-            raise ValueError(f"images[{i}] must be an HxWx3 uint8 array, got {img.dtype} {img.shape}")
-        buf = io.BytesIO()
-        Image.fromarray(img).save(buf, formats[fmt], quality=75)
-        entries.append((example_key(i, seed).encode("ascii"), buf.getvalue()))
-    existing = (folder / "data.mdb").stat().st_size if (folder / "data.mdb").is_file() else 0
-    # room for the values, their overflow-page rounding and the B-tree; the map is only an upper bound
-    map_size = existing + 2 * sum(len(k) + len(v) + 8192 for k, v in entries) + (1 << 20)
-    env = lmdb.open(str(folder), map_size=map_size, subdir=True)
-    try:
-        with env.begin(write=True) as txn:
-            for k, v in entries:
-                txn.put(k, v)
-    finally:
-        env.close()
-    return folder
