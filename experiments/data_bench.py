@@ -1,7 +1,7 @@
 """Data-loading throughput per loader worker, for every on-disk format at the papers' resolutions.
 
-For each dataset the script writes a small copy in the dataset's true format (the datasets'
-``write_example``) from real photographs (scikit-image's sample photos, cropped and resized to the
+For each dataset the script writes a small copy in the dataset's true format (the test helpers'
+writers in ``tests/fixtures_datasets.py``) from real photographs (scikit-image's sample photos, cropped and resized to the
 format's native size), builds the real DataModule and times, in one process (= one loader worker):
 
 - ``decode``: ``source.load(i)``, reading and decoding one image;
@@ -30,6 +30,7 @@ import argparse
 import json
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -41,6 +42,9 @@ from PIL import Image
 
 from inpaint.data.masks import BlockMask, FreeFormMask
 from inpaint.data.sources import SampleSource
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the dataset writers are test helpers
+import fixtures_datasets as fx  # noqa: E402
 
 FORMATS = ("cifar10", "celeba", "places2", "lsdir", "lsun")
 KINDS = ("nvidia", "nvidia_files", "freeform", "blocks")
@@ -71,14 +75,14 @@ def build(name: str, root: Path, n: int, mask, crops: int = 1) -> object:
     if name == "cifar10":
         from inpaint.data.datasets import cifar10 as m
 
-        m.write_example(root, photos(n, 32, 32), photos(10, 32, 32, seed=1))
+        fx.write_cifar10(root, photos(n, 32, 32), photos(10, 32, 32, seed=1))
         return m.CIFAR10DataModule(
             root=str(root), mask=mask, image_size=32, verify_checksums=False, val_size=5
         )
     if name == "celeba":
         from inpaint.data.datasets import celeba as m
 
-        m.write_example(root, photos(n, 218, 178))
+        fx.write_celeba(root, photos(n, 218, 178))
         return m.CelebADataModule(
             root=str(root),
             mask=mask,
@@ -90,20 +94,20 @@ def build(name: str, root: Path, n: int, mask, crops: int = 1) -> object:
     if name == "places2":
         from inpaint.data.datasets import places2 as m
 
-        m.write_example(root, photos(n, 256, 256), photos(5, 256, 256, seed=1), photos(5, 256, 256, seed=2))
+        fx.write_places2(root, photos(n, 256, 256), photos(5, 256, 256, seed=1), photos(5, 256, 256, seed=2))
         return m.Places2DataModule(root=str(root), mask=mask, image_size=256)
     if name == "lsdir":
         from inpaint.data.datasets import lsdir as m
 
-        m.write_example(root, photos(n, 1356, 2040), photos(2, 1356, 2040, seed=1))
+        fx.write_lsdir(root, photos(n, 1356, 2040), photos(2, 1356, 2040, seed=1))
         return m.LSDIRDataModule(
             root=str(root), mask=mask, image_size=256, val_size=2, batch_size=16, train_crops_per_load=crops
         )
     if name == "lsun":
         from inpaint.data.datasets import lsun as m
 
-        m.write_example(root, photos(n, 256, 342), category="bedroom", split="train", fmt="webp")
-        m.write_example(
+        fx.write_lsun(root, photos(n, 256, 342), category="bedroom", split="train", fmt="webp")
+        fx.write_lsun(
             root, photos(5, 256, 342, seed=1), category="bedroom", split="val", fmt="webp", seed=1
         )
         return m.LSUNDataModule(root=str(root), mask=mask, category="bedroom", image_size=256, val_size=5)

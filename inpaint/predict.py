@@ -3,15 +3,18 @@
   python -m inpaint.predict ckpt_path=RUN/checkpoints/best.ckpt input=photo.jpg mask=holes.png output=out
   python -m inpaint.predict ckpt_path=... input=photos/ mask=masks/ output=out dilate=3 mask_hole=black
   python -m inpaint.predict model=biharmonic input=photos/ mask=masks/ output=out
+  python -m inpaint.predict model=biharmonic input=cutouts/ mask=alpha output=out   # transparent = hole
 
 Images of any size: each is padded (reflect) to the model's size multiple, inpainted and cropped back.
-The device is CUDA when available (``device=auto``), else the CPU.
+The device is CUDA when available (``device=auto``), else the CPU. Alpha channels are ignored (with a
+warning) unless ``mask=alpha`` makes them the mask; 16-bit images are written back as 8-bit PNGs (warned).
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
+import math
 from pathlib import Path
 
 import hydra
@@ -23,7 +26,8 @@ from PIL import Image
 
 from inpaint.checkpoints import CheckpointMismatchError, read_checkpoint
 from inpaint.cli import CONF_DIR, echo, guarded
-from inpaint.data.io import IMAGE_EXTENSIONS, list_images, load_image
+from inpaint.data.io import IMAGE_EXTENSIONS, list_images, read_image
+from inpaint.data.mask_files import HOLE_VALUES, read_mask_file
 from inpaint.models.base import CHECKPOINT_CLASS_KEY, InpaintModule
 
 log = logging.getLogger("inpaint.predict")
@@ -68,13 +72,58 @@ def pick_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+#: ``mask=alpha``: each image's own alpha channel is its mask (transparent = hole)
+ALPHA_MASK = "alpha"
+
+
+def mask_level(threshold: float) -> int:
+    """``mask_threshold`` (a fraction of full white in (0, 1]) as the gray level 1..255 at which the data
+    package's mask reader binarises: 0.5 -> 128, 1.0 -> 255."""
+    t = float(threshold)
+    if not 0.0 < t <= 1.0:
+        raise ValueError(
+            f"mask_threshold={threshold}: give a fraction of full white in (0, 1] (0.5 = gray level 128 of "
+            "255); for a gray level N use mask_threshold=N/255"
+        )
+    return min(255, max(1, math.ceil(t * 255 - 1e-9)))
+
+
 def read_mask(path: Path, hole: str = "white", threshold: float = 0.5) -> np.ndarray:
-    """A mask file as float32 ``[H,W]`` with 1 = hole, whatever its mode (L, RGB, RGBA, 1-bit, 16-bit)."""
-    if hole not in ("white", "black"):
+    """A mask file as float32 ``[H,W]`` with 1 = hole, whatever its mode (L, RGB, RGBA, 1-bit, 16-bit), read
+    by the same reader as the training masks (:func:`inpaint.data.mask_files.read_mask_file`)."""
+    if hole not in HOLE_VALUES:
         raise ValueError(f"mask_hole={hole!r}: use 'white' (bright pixels are holes) or 'black'")
-    gray = load_image(path).astype(np.float32).mean(axis=2) / 255.0
-    holes = gray >= threshold if hole == "white" else gray < threshold
-    return holes.astype(np.float32)
+    return read_mask_file(path, hole, mask_level(threshold)).astype(np.float32)
+
+
+def read_input(img_path: Path, mask_path: Path | None, hole: str, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """The RGB uint8 image and its float32 hole mask; ``mask_path=None`` takes the mask from the image's alpha
+    (alpha below ``threshold`` of opaque = hole). Warns about what the RGB output drops (alpha, 16 bits) and
+    about a mask that leaves no known pixel."""
+    src = read_image(img_path)
+    if mask_path is None:
+        if src.alpha is None:
+            raise ValueError(
+                f"mask={ALPHA_MASK}: image {img_path} has no alpha channel to take the holes from; save it with "
+                "transparency (RGBA or LA PNG) or give a mask file or folder as mask=PATH"
+            )
+        mask = (src.alpha < mask_level(threshold)).astype(np.float32)
+    else:
+        if src.alpha is not None:
+            log.warning(
+                "image %s has an alpha channel: it is ignored (the colours are inpainted as stored); pass "
+                "mask=%s to make its transparent pixels the holes", img_path, ALPHA_MASK,
+            )
+        mask = read_mask(mask_path, hole, threshold)
+    if src.bit_depth > 8:
+        log.warning("image %s is %d-bit: it is scaled to 8 bits, and the output is an 8-bit PNG", img_path,
+                    src.bit_depth)
+    if mask.size and mask.min() >= 1.0:
+        log.warning(
+            "mask %s leaves no known pixel of image %s (all of it is hole): the model has nothing to fill from",
+            mask_path or f"{ALPHA_MASK} (fully transparent)", img_path,
+        )
+    return src.rgb, mask
 
 
 def pair_masks(images: list[Path], input_root: Path, mask_arg: Path) -> list[Path]:
@@ -141,11 +190,10 @@ def predict(cfg: DictConfig) -> list[Path]:
     if not in_path.exists():
         raise FileNotFoundError(f"input={in_path} does not exist (give an image file or a folder of images)")
     images = [in_path] if in_path.is_file() else list_images(in_path)
-    masks = pair_masks(images, in_path, Path(cfg.mask))
+    masks = [None] * len(images) if str(cfg.mask) == ALPHA_MASK else pair_masks(images, in_path, Path(cfg.mask))
     written = []
     for img_path, mask_path in zip(images, masks, strict=True):
-        image = load_image(img_path)
-        mask = read_mask(mask_path, cfg.mask_hole, cfg.mask_threshold)
+        image, mask = read_input(img_path, mask_path, cfg.mask_hole, cfg.mask_threshold)
         if mask.shape != image.shape[:2]:
             if not cfg.resize_mask:
                 raise ValueError(
@@ -153,7 +201,10 @@ def predict(cfg: DictConfig) -> list[Path]:
                     f"{image.shape[1]}x{image.shape[0]}: give a mask of the image's size, or resize_mask=true"
                 )
             mask = np.asarray(Image.fromarray(mask).resize(image.shape[1::-1], Image.NEAREST))
-        result = inpaint_file(model, image, mask, device, int(cfg.dilate), cfg.pad_mode)
+        try:
+            result = inpaint_file(model, image, mask, device, int(cfg.dilate), cfg.pad_mode)
+        except ValueError as e:  # a model refusing this input: say which file it was
+            raise ValueError(f"image {img_path} with mask {mask_path or ALPHA_MASK}: {e}") from e
         rel = img_path.relative_to(in_path) if in_path.is_dir() else Path(img_path.name)
         dest = (out_dir / rel).with_suffix(".png")
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -161,7 +212,7 @@ def predict(cfg: DictConfig) -> list[Path]:
         if cfg.save_masked:
             masked = (image * (1 - mask[..., None])).astype(np.uint8)
             Image.fromarray(masked).save(dest.with_name(dest.stem + "_masked.png"))
-        log.info("%s + %s -> %s (hole %.1f %%)", img_path, mask_path, dest, 100 * float(mask.mean()))
+        log.info("%s + %s -> %s (hole %.1f %%)", img_path, mask_path or ALPHA_MASK, dest, 100 * float(mask.mean()))
         written.append(dest)
     echo(f"inpainted {len(written)} image(s) on {device} -> {out_dir.resolve()}", "inpaint.predict")
     return written

@@ -141,7 +141,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     if ckpt_path:
         check_checkpoint_class(ckpt_path, model, CONF_DIR / "model")
     if cfg.get("init_from"):
-        load_weights(model, cfg.init_from)
+        load_weights(model, cfg.init_from, CONF_DIR / "model")
     if cfg.task == "fit" and not model.trainable:
         raise ValueError(f"{type(model).__name__} has nothing to train: evaluate it with task=test")
     pretrained = getattr(model, "has_pretrained_weights", False)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -125,24 +128,24 @@ def photo_like(n: int, seed: int = 0, h: int = 32, w: int | None = None) -> list
 def write_dataset(name: str, root: Path) -> list[str]:
     """Write a tiny copy of dataset ``name`` in its true on-disk format under ``root``; returns the
     overrides that train on it (``data=NAME data.root=ROOT`` plus small splits)."""
-    from inpaint.data.datasets import celeba, cifar10, lsdir, lsun, places2
+    import fixtures_datasets as fx
 
     over = [f"data={name}", f"data.root={root}"]
     if name == "cifar10":
-        cifar10.write_example(root, photo_like(10, 0, 32, 32), photo_like(4, 1, 32, 32))
+        fx.write_cifar10(root, photo_like(10, 0, 32, 32), photo_like(4, 1, 32, 32))
         return [*over, "data.val_size=3", "data.verify_checksums=false"]
     if name == "celeba":
-        celeba.write_example(root, photo_like(10, 0, 218, 178))
+        fx.write_celeba(root, photo_like(10, 0, 218, 178))
         return [*over, "data.verify_checksums=false", "data.center_crop=178", "data.resize_short=40"]
     if name == "places2":
-        places2.write_example(root, photo_like(8, 0, 48, 48), photo_like(3, 1, 48, 48), photo_like(3, 2, 48, 48))
+        fx.write_places2(root, photo_like(8, 0, 48, 48), photo_like(3, 1, 48, 48), photo_like(3, 2, 48, 48))
         return over
     if name == "lsdir":
-        lsdir.write_example(root, photo_like(8, 0, 60, 72), photo_like(3, 1, 60, 72))
+        fx.write_lsdir(root, photo_like(8, 0, 60, 72), photo_like(3, 1, 60, 72))
         return [*over, "data.val_size=2"]
     if name == "lsun":
-        lsun.write_example(root, photo_like(8, 0, 40, 52), category="bedroom", split="train")
-        lsun.write_example(root, photo_like(3, 1, 40, 52), category="bedroom", split="val", seed=1)
+        fx.write_lsun(root, photo_like(8, 0, 40, 52), category="bedroom", split="train")
+        fx.write_lsun(root, photo_like(3, 1, 40, 52), category="bedroom", split="val", seed=1)
         return [*over, "data.category=bedroom", "data.val_size=2", "data.resize_short=40"]
     raise ValueError(f"no fixture writer for data={name}")
 
@@ -160,3 +163,14 @@ def write_masks(root: Path, n: int = 12, size: int = 64) -> Path:
         m[(i * 3) % (size - side + 1) :][:side, 5 % (size - side + 1) :][:, :side] = 255
         Image.fromarray(m, mode="L").save(root / f"{i:05d}.png")
     return root
+
+
+@contextlib.contextmanager
+def one_skip_report(caplog, pattern: str):
+    """Inside the block, exactly one ``skipping corrupt`` warning (``data.on_corrupt=skip``) is logged on
+    ``inpaint.data``, and it matches ``pattern``."""
+    with caplog.at_level(logging.WARNING, logger="inpaint.data"):
+        start = len(caplog.records)
+        yield
+    got = [r.getMessage() for r in caplog.records[start:] if "skipping corrupt" in r.getMessage()]
+    assert len(got) == 1 and re.search(pattern, got[0]), got

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import tiny
+from conftest import one_skip_report, tiny
+from fixtures_datasets import write_celeba
 from PIL import Image
 
 from inpaint.data.datasets.base import DatasetNotReadyError
@@ -18,12 +19,10 @@ from inpaint.data.datasets.celeba import (
     CelebADataModule,
     CelebALayout,
     read_partition,
-    write_example,
 )
 from inpaint.data.download import ChecksumError
 from inpaint.data.io import ImageReadError
 from inpaint.data.masks import CenterMask
-from inpaint.data.sources import CorruptImageWarning
 from inpaint.run import build_datamodule, run
 
 W, H = 178, 218  # aligned CelebA images are 178 wide x 218 high
@@ -47,7 +46,7 @@ def faces(n: int, seed: int = 0) -> list[np.ndarray]:
 
 @pytest.fixture
 def root(tmp_path) -> Path:
-    write_example(tmp_path / "celeba", faces(10))  # default contiguous partition: 8 / 1 / 1
+    write_celeba(tmp_path / "celeba", faces(10))  # default contiguous partition: 8 / 1 / 1
     return tmp_path / "celeba"
 
 
@@ -60,7 +59,7 @@ def test_write_example_is_the_real_format(root):
 
 def test_splits_follow_the_partition_file(tmp_path):
     codes = [0, 0, 1, 0, 2, 0, 1, 2, 0, 0]
-    written = write_example(tmp_path, faces(10), partition=codes)
+    written = write_celeba(tmp_path, faces(10), partition=codes)
     splits = CelebALayout(tmp_path, verify_checksums=False).splits()
     assert {k: len(v) for k, v in splits.items()} == {"train": 6, "val": 2, "test": 2}
     assert [splits["val"].name(i) for i in range(2)] == ["000003.jpg", "000007.jpg"]
@@ -160,19 +159,19 @@ def test_malformed_partition_line_names_file_and_line(root, bad_line, match):
 
 
 def test_a_split_with_no_image_is_an_error(tmp_path):
-    write_example(tmp_path, faces(4), partition=[0, 0, 1, 1])
+    write_celeba(tmp_path, faces(4), partition=[0, 0, 1, 1])
     with pytest.raises(ValueError, match="no image for the test split"):
         CelebALayout(tmp_path, verify_checksums=False).splits()
 
 
-def test_corrupt_image_error_or_skip(root):
+def test_corrupt_image_error_or_skip(root, caplog):
     bad = root / "img_align_celeba" / "000001.jpg"
     bad.write_bytes(bad.read_bytes()[:200])  # truncated JPEG
     train = CelebALayout(root, verify_checksums=False).splits()["train"]
     with pytest.raises(ImageReadError, match="000001.jpg"):
         train.load(0)
     train = CelebALayout(root, verify_checksums=False, on_corrupt="skip").splits()["train"]
-    with pytest.warns(CorruptImageWarning, match="000001.jpg"):
+    with one_skip_report(caplog, "000001.jpg"):
         img = train.load(0)
     assert np.array_equal(img, np.asarray(Image.open(root / "img_align_celeba" / "000002.jpg")))
 

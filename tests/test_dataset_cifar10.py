@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import photo_like, run_cli, tiny
+from fixtures_datasets import write_cifar10, write_cifar10_tarball
 
 from inpaint.data.datasets import cifar10
 from inpaint.data.datasets.base import DatasetNotReadyError
@@ -21,8 +22,6 @@ from inpaint.data.datasets.cifar10 import (
     CIFAR10DataModule,
     CIFAR10Layout,
     CIFAR10Source,
-    write_example,
-    write_example_tarball,
 )
 from inpaint.data.download import md5sum
 from inpaint.data.io import ImageReadError
@@ -36,7 +35,7 @@ N_TRAIN, N_TEST = 23, 7
 def dataset(request, tmp_path) -> tuple[Path, list[np.ndarray], list[np.ndarray]]:
     train, test = photo_like(N_TRAIN, seed=1), photo_like(N_TEST, seed=2)
     root = tmp_path / "cifar10"
-    write_example(root, train, test, key_type=request.param)
+    write_cifar10(root, train, test, key_type=request.param)
     return root, train, test
 
 
@@ -80,7 +79,7 @@ def test_batch_layout_is_planar_rgb(tmp_path):
     img = np.zeros((32, 32, 3), np.uint8)
     img[0, 1] = (10, 20, 30)  # row 0, column 1
     img[2, 0] = (40, 50, 60)  # row 2, column 0
-    folder = write_example(tmp_path, [img], [img], key_type="str")
+    folder = write_cifar10(tmp_path, [img], [img], key_type="str")
     with open(folder / "data_batch_1", "rb") as f:
         row = pickle.load(f, encoding="bytes")["data"][0]
     assert (row[1], row[1024 + 1], row[2048 + 1]) == (10, 20, 30)
@@ -143,7 +142,7 @@ def test_reads_a_python2_pickle_like_the_published_files(tmp_path):
 
 def test_write_example_rejects_non_32x32(tmp_path):
     with pytest.raises(ValueError, match=r"train_images\[0\] must be a 32x32x3"):
-        write_example(tmp_path, [np.zeros((32, 31, 3), np.uint8)], [])
+        write_cifar10(tmp_path, [np.zeros((32, 31, 3), np.uint8)], [])
 
 
 # --------------------------------------------------------------------------------------- splits
@@ -269,8 +268,8 @@ def test_pickle_with_foreign_globals_is_refused(tmp_path):
 
 
 def test_prepare_downloads_extracts_and_reports_ready(tmp_path, monkeypatch):
-    folder = write_example(tmp_path / "src", photo_like(12, seed=3), photo_like(3, seed=4))
-    tarball = write_example_tarball(folder, tmp_path / "cifar-10-python.tar.gz")
+    folder = write_cifar10(tmp_path / "src", photo_like(12, seed=3), photo_like(3, seed=4))
+    tarball = write_cifar10_tarball(folder, tmp_path / "cifar-10-python.tar.gz")
     monkeypatch.setattr(
         cifar10,
         "CIFAR10_ARCHIVE",
@@ -293,8 +292,8 @@ def test_prepare_downloads_extracts_and_reports_ready(tmp_path, monkeypatch):
 
 
 def test_prepare_rejects_a_download_with_the_wrong_md5(tmp_path, monkeypatch):
-    folder = write_example(tmp_path / "src", photo_like(5), photo_like(1))
-    tarball = write_example_tarball(folder, tmp_path / "cifar-10-python.tar.gz")
+    folder = write_cifar10(tmp_path / "src", photo_like(5), photo_like(1))
+    tarball = write_cifar10_tarball(folder, tmp_path / "cifar-10-python.tar.gz")
     monkeypatch.setattr(cifar10, "CIFAR10_ARCHIVE", replace(cifar10.CIFAR10_ARCHIVE, url=tarball.as_uri()))
     with pytest.raises(ValueError, match="checksum mismatch"):
         CIFAR10Layout(tmp_path / "data").prepare(download=True)
@@ -306,7 +305,7 @@ def test_prepare_rejects_a_download_with_the_wrong_md5(tmp_path, monkeypatch):
 
 def test_training_run_through_the_real_config(make_cfg, tmp_path):
     root = tmp_path / "cifar10"
-    write_example(root, photo_like(20, seed=5), photo_like(6, seed=6))
+    write_cifar10(root, photo_like(20, seed=5), photo_like(6, seed=6))
     over = [
         "data=cifar10",
         f"data.root={root}",

@@ -54,6 +54,12 @@ def workspace(tmp_path_factory):
     mask = np.zeros((48, 40), np.uint8)
     mask[10:30, 8:24] = 255
     Image.fromarray(mask).save(root / "mask.png")
+    for i, photo in enumerate(sorted((root / "photos").glob("*.png"))):  # TRANSPARENT: holes are alpha 0
+        alpha = np.full((48, 40), 255, np.uint8)
+        alpha[5 + i : 20 + i, 10:25] = 0
+        rgba = np.dstack([np.asarray(Image.open(photo).convert("RGB")), alpha])
+        (root / "transparent").mkdir(exist_ok=True)
+        Image.fromarray(rgba).save(root / "transparent" / photo.name)
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=[*tiny(), "logger=none", f"paths.output_dir={root / 'run'}"])
     run(cfg)
@@ -79,7 +85,7 @@ def workspace(tmp_path_factory):
 def _substitute(cmd: str, ws: Path, out: Path) -> list[str]:
     cmd = (cmd.replace("DATA/", f"{ws / 'data'}/").replace("NVMASKS", str(ws / "nvmasks"))
            .replace("ISNET_RUN", str(ws / "isnet_run")).replace("AUTHORS_GEN", str(ws / "authors_gen.pth"))
-           .replace("PHOTOS", str(ws / "photos")).replace("MASKS", str(ws / "mask.png"))
+           .replace("TRANSPARENT", str(ws / "transparent")).replace("PHOTOS", str(ws / "photos")).replace("MASKS", str(ws / "mask.png"))
            .replace("RUN", str(ws / "run")).replace("OUT", str(out)))
     return shlex.split(cmd)[3:]  # drop "python -m inpaint.X"
 

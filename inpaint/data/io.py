@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +20,12 @@ from PIL import Image, ImageOps
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "ImageFile",
     "ImageReadError",
     "is_image_file",
     "list_images",
     "load_image",
+    "read_image",
     "resize_short",
     "resize_to_cover",
     "to_rgb_uint8",
@@ -176,8 +179,32 @@ def to_rgb_uint8(img: Image.Image | np.ndarray, name: str = "<array>") -> np.nda
     return _array_to_rgb(arr, name)
 
 
-def load_image(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read an image file fully and return it as ``HxWx3`` uint8 RGB.
+@dataclass(frozen=True)
+class ImageFile:
+    """An image file as read by :func:`read_image`: its pixels and what the RGB uint8 array drops."""
+
+    #: ``HxWx3`` uint8 RGB, exactly what :func:`load_image` returns
+    rgb: np.ndarray
+    #: ``HxW`` uint8 alpha (0 = transparent, 255 = opaque; 16-bit alpha scaled), or None without alpha
+    alpha: np.ndarray | None
+    #: bits per channel stored in the file (16 for 16-bit PNG/TIFF, else 8)
+    bit_depth: int
+
+
+def _stored_bit_depth(img: Image.Image) -> int:
+    """16 when the file stores 16-bit samples (PIL decodes 16-bit RGB to 8-bit mode RGB, so the tile's raw
+    mode, e.g. ``RGB;16B``, is the only trace of it; read before ``load()`` clears the tiles), else 8."""
+    if img.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N"):
+        return 16
+    for tile in getattr(img, "tile", None) or ():
+        args = tile.args if isinstance(tile.args, tuple) else (tile.args,)
+        if args and isinstance(args[0], str) and ";16" in args[0]:
+            return 16
+    return 8
+
+
+def read_image(path: str | os.PathLike[str]) -> ImageFile:
+    """Read an image file fully: its RGB uint8 pixels, its alpha channel (if any) and its bit depth.
 
     The file is decoded completely (truncated or corrupt files fail here, not
     later), EXIF orientation is applied and the pixels go through
@@ -191,13 +218,18 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
         raise ImageReadError.for_file(path, "is a directory, not an image file")
     try:
         with Image.open(path) as img:
+            bit_depth = _stored_bit_depth(img)
             img.load()
             try:
                 oriented = ImageOps.exif_transpose(img)
             except Exception as e:  # malformed EXIF should not lose a good image
                 log.warning("ignoring unreadable EXIF orientation of '%s': %s", path, e)
                 oriented = img
-            return to_rgb_uint8(oriented, name=str(path))
+            arr = _pil_to_array(oriented, str(path))
+            alpha = None
+            if arr.ndim == 3 and arr.shape[2] in (2, 4) and oriented.mode != "RGBX":  # RGBX: padding, no alpha
+                alpha = _array_to_rgb(arr[:, :, -1], str(path))[:, :, 0]
+            return ImageFile(_array_to_rgb(arr, str(path)), alpha, bit_depth)
     except ImageReadError:
         raise
     except MemoryError:
@@ -205,6 +237,11 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
     except Exception as e:  # PIL raises OSError, ValueError, SyntaxError, EOFError, ...
         reason = str(e) or type(e).__name__
         raise ImageReadError.for_file(path, f"{reason} ({type(e).__name__})") from e
+
+
+def load_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read an image file fully and return it as ``HxWx3`` uint8 RGB (see :func:`read_image`)."""
+    return read_image(path).rgb
 
 
 # --------------------------------------------------------------------------- listing

@@ -75,7 +75,11 @@ def read_mask_file(path: str | os.PathLike[str], hole: str = "white", threshold:
     The file is converted to gray levels (mode ``L``; RGB, RGBA, palette, 1-bit and 16-bit files all work)
     and binarised: ``hole="white"`` makes pixels ``>= threshold`` holes, ``hole="black"`` pixels
     ``< threshold``.  A missing, unreadable or corrupt file raises :class:`ImageReadError` naming it.
+    ``inpaint.predict`` reads its masks here too (its ``mask_threshold`` is a fraction of white, converted
+    to this gray level).
     """
+    if hole not in HOLE_VALUES:
+        raise ValueError(f"hole={hole!r}: use 'white' (bright mask pixels are holes) or 'black'")
     try:
         with Image.open(path) as img:
             img.load()

@@ -7,17 +7,17 @@ import functools
 import importlib.util
 import logging
 import os
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from inpaint.data.io import ImageReadError, list_images, load_image
 
 __all__ = [
     "SAMPLE_SPLITS",
-    "CorruptImageWarning",
+    "BadItems",
     "FolderSource",
     "ImageSource",
     "SampleSource",
@@ -54,8 +54,25 @@ SAMPLE_SPLITS: dict[str, tuple[str, ...]] = {
 }
 
 
-class CorruptImageWarning(UserWarning):
-    """A corrupt image was skipped (``on_corrupt="skip"``)."""
+class BadItems:
+    """The indices of a source found unreadable (``on_corrupt="skip"``), as flags in shared memory: the
+    DataLoader's worker processes (forked or spawned) and the main process see one set, so a corrupt item is
+    skipped without retrying and reported once per run, however many workers meet it."""
+
+    def __init__(self, n: int) -> None:
+        self._flags = torch.zeros(max(int(n), 1), dtype=torch.bool).share_memory_()
+
+    def __contains__(self, index: int) -> bool:
+        return bool(self._flags[index])
+
+    def __len__(self) -> int:
+        return int(self._flags.sum())
+
+    def add(self, index: int) -> bool:
+        """Mark ``index`` bad; True when no process had marked it before (the caller then reports it)."""
+        new = not bool(self._flags[index])
+        self._flags[index] = True
+        return new
 
 
 class ImageSource(abc.ABC):
@@ -89,7 +106,7 @@ class FolderSource(ImageSource):
     """Images in a folder (recursively) or named by a file list; see :func:`list_images`.
 
     ``on_corrupt="error"`` raises :class:`ImageReadError` for an unreadable file;
-    ``"skip"`` warns (logger ``inpaint.data`` and :class:`CorruptImageWarning`)
+    ``"skip"`` warns once (logger ``inpaint.data``)
     naming the file and deterministically loads the next readable image
     (``index + 1``, wrapping around). Files found bad are remembered and not
     retried. If no file can be read, :class:`ImageReadError` is raised.
@@ -111,7 +128,7 @@ class FolderSource(ImageSource):
             self.paths: list[Path] = [Path(f) for f in files]
         else:
             self.paths = list_images(self.root, file_list=file_list, recursive=recursive)
-        self.bad_indices: set[int] = set()
+        self.bad_indices = BadItems(len(self.paths))
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -146,8 +163,10 @@ def load_skipping_corrupt(
     where: str | os.PathLike[str],
 ) -> np.ndarray:
     """``read(index)``, with the ``on_corrupt`` policy of ``source`` (which has ``on_corrupt`` and a
-    ``bad_indices`` set): ``"error"`` lets :class:`ImageReadError` through; ``"skip"`` warns naming the
-    item (``item(i)``) and reads the next one (wrapping around), remembering the bad ones."""
+    ``bad_indices`` :class:`BadItems`): ``"error"`` lets :class:`ImageReadError` through; ``"skip"`` warns
+    naming the item (``item(i)``) and reads the next one (wrapping around), remembering the bad ones. The
+    warning goes to the ``inpaint.data`` logger only (Hydra shows it and writes it to the run's log), once
+    per item for all processes."""
     index = source._check_index(index)
     if source.on_corrupt == "error":
         return read(index)
@@ -161,10 +180,8 @@ def load_skipping_corrupt(
             return read(i)
         except ImageReadError as e:
             first_error = first_error or e
-            source.bad_indices.add(i)
-            msg = f"skipping corrupt {item(i)} (on_corrupt='skip'): {e}"
-            log.warning(msg)
-            warnings.warn(msg, CorruptImageWarning, stacklevel=3)
+            if source.bad_indices.add(i):
+                log.warning("skipping corrupt %s (on_corrupt='skip'): %s", item(i), e)
     detail = f"; first error: {first_error}" if first_error is not None else ""
     raise ImageReadError(
         f"none of the {n} {collection} could be read (on_corrupt='skip'){detail}", path=str(where)

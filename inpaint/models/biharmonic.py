@@ -29,6 +29,13 @@ class BiharmonicModule(InpaintModule):
     def forward(self, image: Tensor, mask: Tensor) -> Tensor:
         img = image.detach().float().cpu().permute(0, 2, 3, 1).numpy().astype(np.float64)
         holes = mask.detach().cpu()[:, 0].numpy() > 0.5
+        no_known = [i for i in range(holes.shape[0]) if holes[i].all()]
+        if no_known:
+            raise ValueError(
+                f"biharmonic inpainting needs known pixels around each hole, but the mask of image "
+                f"{no_known[0]} of the batch (of {holes.shape[0]}) is hole everywhere ({len(no_known)} such "
+                "image(s)): give a mask that keeps part of the image"
+            )
         out = np.empty_like(img)
         for i in range(img.shape[0]):
             out[i] = inpaint_biharmonic(img[i], holes[i], channel_axis=-1) if holes[i].any() else img[i]

@@ -30,11 +30,7 @@ instead.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from pathlib import Path
-
-import numpy as np
-from PIL import Image
 
 from inpaint.data.datasets.base import (
     Archive,
@@ -52,7 +48,6 @@ __all__ = [
     "CelebALayout",
     "SPLIT_CODES",
     "read_partition",
-    "write_example",
 ]
 
 IMAGES_DIR = "img_align_celeba"
@@ -158,47 +153,3 @@ class CelebADataModule(DatasetDataModule):
     """CelebA with its official train/val/test partition (``data=celeba``)."""
 
     layout_class = CelebALayout
-
-
-def _default_partition(n: int) -> list[int]:
-    """Contiguous codes like the real file: about 80 % train, 10 % val, 10 % test, at least one each."""
-    if n < 3:
-        raise ValueError(f"write_example needs at least 3 images (one per split), got {n}")
-    n_val = max(1, round(0.1 * n))
-    n_test = max(1, round(0.1 * n))
-    n_train = n - n_val - n_test
-    return [0] * n_train + [1] * n_val + [2] * n_test
-
-
-def write_example(
-    root: str | os.PathLike[str],
-    images: Sequence[np.ndarray],
-    partition: Sequence[int] | None = None,
-) -> dict[str, list[Path]]:
-    """Write a CelebA tree in the real format under ``root`` and return ``{split: [image paths]}``.
-
-    ``images``: HxWx3 uint8 arrays (the real ones are 178 wide x 218 high), saved as
-    ``img_align_celeba/000001.jpg, 000002.jpg, ...`` (JPEG, quality 95) in the given order.
-    ``partition``: the split code of each image (0 train, 1 val, 2 test), written to
-    ``list_eval_partition.txt`` as ``000001.jpg 0`` lines; by default the images are split contiguously
-    like the real file, about 80/10/10 with at least one image per split."""
-    root = Path(root)
-    codes = list(partition) if partition is not None else _default_partition(len(images))
-    if len(codes) != len(images):
-        raise ValueError(f"partition has {len(codes)} codes for {len(images)} images")
-    if any(c not in (0, 1, 2) for c in codes):
-        raise ValueError(f"partition codes must be 0, 1 or 2, got {sorted(set(codes))}")
-    folder = root / IMAGES_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    out: dict[str, list[Path]] = {split: [] for split in SPLIT_CODES}
-    lines = []
-    for i, (img, code) in enumerate(zip(images, codes, strict=True), start=1):
-        arr = np.asarray(img)
-        if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
-            raise ValueError(f"image {i - 1}: expected an HxWx3 uint8 array, got {arr.dtype} {arr.shape}")
-        name = f"{i:06d}.jpg"
-        Image.fromarray(arr).save(folder / name, quality=95)
-        lines.append(f"{name} {code}\n")
-        out[_CODE_SPLIT[str(code)]].append(folder / name)
-    (root / PARTITION_FILE).write_text("".join(lines))
-    return out

@@ -34,10 +34,8 @@ is always an error (it would fail its checksum first).
 from __future__ import annotations
 
 import codecs
-import io
 import os
 import pickle
-import tarfile
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -60,7 +58,6 @@ __all__ = [
     "TEST_BATCHES",
     "TRAIN_BATCHES",
     "read_batch",
-    "write_example",
 ]
 
 CIFAR10_DIRNAME = "cifar-10-batches-py"
@@ -327,98 +324,3 @@ class CIFAR10DataModule(DatasetDataModule):
     """``data=cifar10``: CIFAR-10 train (minus a carved validation split) and the official test batch."""
 
     layout_class = CIFAR10Layout
-
-
-# ------------------------------------------------------------------------------------------- fixtures
-
-_README = """<html><head><title>CIFAR-10 example</title></head><body>
-<p>A small stand-in for cifar-10-batches-py written by inpaint.data.datasets.cifar10.write_example, in the
-same format as the official python version of CIFAR-10; its images are not CIFAR-10 images.</p>
-</body></html>
-"""
-
-
-def _batch_dict(
-    images: np.ndarray, labels: list[int], filenames: list[str], label: str, key_type: str
-) -> dict:
-    data = np.ascontiguousarray(images.transpose(0, 3, 1, 2).reshape(len(images), _ROW))
-    if key_type == "bytes":  # as the original Python 2 pickles load with encoding="bytes"
-        return {
-            b"batch_label": label.encode(),
-            b"labels": labels,
-            b"data": data,
-            b"filenames": [f.encode() for f in filenames],
-        }
-    return {"batch_label": label, "labels": labels, "data": data, "filenames": filenames}
-
-
-def write_example(
-    root: str | os.PathLike[str],
-    train_images: Sequence[np.ndarray],
-    test_images: Sequence[np.ndarray],
-    key_type: str = "bytes",
-) -> Path:
-    """Write ``root/cifar-10-batches-py/`` in the real CIFAR-10 python format; return that folder.
-
-    Args:
-        root: the dataset root (created if needed); the batches go into its ``cifar-10-batches-py/``.
-        train_images: 32x32x3 uint8 RGB arrays, spread in order over ``data_batch_1..5`` (as evenly as
-            possible; a batch may be empty when there are fewer than five).
-        test_images: 32x32x3 uint8 RGB arrays for ``test_batch``.
-        key_type: ``"bytes"`` writes ``bytes`` keys and strings, as the original Python-2 pickles load
-            with ``encoding="bytes"``; ``"str"`` writes ``str`` keys, as a Python-3 re-pickle would.
-
-    Each batch is a protocol-2 pickle of ``data`` (N x 3072 uint8, R, G, B planes), ``labels``
-    (``i % 10``), ``filenames`` and ``batch_label``; ``batches.meta`` and ``readme.html`` are written too.
-    The files cannot match the published md5s: read them with ``verify_checksums=False``.
-    """
-    if key_type not in ("bytes", "str"):
-        raise ValueError(f"key_type must be 'bytes' or 'str', got {key_type!r}")
-    folder = Path(root) / CIFAR10_DIRNAME
-    folder.mkdir(parents=True, exist_ok=True)
-
-    def stack(images: Sequence[np.ndarray], what: str) -> np.ndarray:
-        for i, img in enumerate(images):
-            if img.shape != (_SIDE, _SIDE, 3) or img.dtype != np.uint8:
-                raise ValueError(f"{what}[{i}] must be a 32x32x3 uint8 array, got {img.dtype} {img.shape}")
-        return np.stack(images) if len(images) else np.zeros((0, _SIDE, _SIDE, 3), np.uint8)
-
-    train = stack(train_images, "train_images")
-    test = stack(test_images, "test_images")
-    batches = [
-        (f, c, f"training batch {i + 1} of 5")
-        for i, (f, c) in enumerate(zip(TRAIN_BATCHES, np.array_split(train, 5), strict=True))
-    ]
-    batches.append(("test_batch", test, "testing batch 1 of 1"))
-    offset = 0  # position in the split: train images are numbered across the five batches
-    for fname, chunk, label in batches:
-        offset = 0 if fname == "test_batch" else offset
-        idx = range(offset, offset + len(chunk))
-        offset += len(chunk)
-        labels = [i % 10 for i in idx]
-        filenames = [f"{LABEL_NAMES[i % 10]}_s_{i:06d}.png" for i in idx]
-        with open(folder / fname, "wb") as f:
-            pickle.dump(_batch_dict(chunk, labels, filenames, label, key_type), f, protocol=2)
-    per_batch = max(len(c) for _, c, _ in batches)
-    meta: dict = {"num_cases_per_batch": per_batch, "label_names": list(LABEL_NAMES), "num_vis": _ROW}
-    if key_type == "bytes":
-        meta = {k.encode(): v for k, v in meta.items()}
-        meta[b"label_names"] = [n.encode() for n in LABEL_NAMES]
-    with open(folder / META_FILE, "wb") as f:
-        pickle.dump(meta, f, protocol=2)
-    (folder / "readme.html").write_text(_README)
-    return folder
-
-
-def write_example_tarball(folder: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Path:
-    """Pack a ``cifar-10-batches-py`` folder (e.g. from :func:`write_example`) as ``dest``, a
-    ``.tar.gz`` laid out like ``cifar-10-python.tar.gz``."""
-    folder, dest = Path(folder), Path(dest)
-    with tarfile.open(dest, "w:gz") as tf:
-        for p in sorted(folder.iterdir()):
-            data = p.read_bytes()
-            info = tarfile.TarInfo(f"{CIFAR10_DIRNAME}/{p.name}")
-            info.size = len(data)
-            info.mode = 0o644
-            tf.addfile(info, io.BytesIO(data))
-    return dest

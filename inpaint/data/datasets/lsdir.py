@@ -42,9 +42,6 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-
 from inpaint.data.cache import cache_dir, cached_json, fingerprint
 from inpaint.data.datasets.base import (
     Archive,
@@ -60,20 +57,14 @@ from inpaint.data.sources import FolderSource, ImageSource
 __all__ = [
     "LSDIRDataModule",
     "LSDIRLayout",
-    "LAYOUTS",
     "VAL_DIR",
     "canonical_name",
-    "write_example",
 ]
 
 VAL_DIR = "val1/HR/val"
 SHARDS = tuple(f"shard-{i:02d}.tar.gz" for i in range(17))
 VAL_ARCHIVE = "val1.tar.gz"
-#: where ``write_example`` puts the training folders
-LAYOUTS = {"flat": "", "hr": "HR/train", "shards": "shard-{shard:02d}"}
 CACHE_NAME = "lsdir-train-files"
-_PER_FOLDER = 1000
-_FOLDERS_PER_SHARD = 5
 
 
 def _is_block_folder(name: str) -> bool:
@@ -265,43 +256,3 @@ class LSDIRDataModule(DatasetDataModule):
     """LSDIR (``data=lsdir``): train minus a carved validation split; official val1 as test."""
 
     layout_class = LSDIRLayout
-
-
-def write_example(
-    root: str | os.PathLike[str],
-    train_images: Sequence[np.ndarray],
-    val_images: Sequence[np.ndarray],
-    layout: str = "flat",
-) -> dict[str, list[Path]]:
-    """Write an LSDIR tree in the real format under ``root``; returns ``{"train": [...], "test": [...]}``
-    (``test``: the official validation images, which this loader tests on).
-
-    ``train_images`` / ``val_images``: HxWx3 uint8 arrays, saved as PNG. Train image ``i`` (from 1) is
-    ``NNNNNNN/<i as 7 digits>.png`` where the folder is the highest index of its block of 1,000
-    (``0001000/0000001.png`` ... ``0001000/0001000.png``, ``0002000/0001001.png``, ...). ``layout``:
-    ``"flat"`` puts those folders directly under ``root``, ``"hr"`` under ``HR/train/``, ``"shards"``
-    under ``shard-00/``, ``shard-01/`` ... (five folders per shard). Validation images go to
-    ``val1/HR/val/0000001.png ...``."""
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout={layout!r} is not one of {', '.join(LAYOUTS)}")
-    root = Path(root)
-    out: dict[str, list[Path]] = {"train": [], "test": []}
-    for i, img in enumerate(train_images, start=1):
-        block = (i - 1) // _PER_FOLDER
-        base = root / LAYOUTS[layout].format(shard=block // _FOLDERS_PER_SHARD)
-        path = base / f"{(block + 1) * _PER_FOLDER:07d}" / f"{i:07d}.png"
-        _save_png(path, img, f"train image {i}")
-        out["train"].append(path)
-    for i, img in enumerate(val_images, start=1):
-        path = root / VAL_DIR / f"{i:07d}.png"
-        _save_png(path, img, f"val image {i}")
-        out["test"].append(path)
-    return out
-
-
-def _save_png(path: Path, img: np.ndarray, what: str) -> None:
-    arr = np.asarray(img)
-    if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
-        raise ValueError(f"{what}: expected an HxWx3 uint8 array, got {arr.dtype} {arr.shape}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(arr).save(path)

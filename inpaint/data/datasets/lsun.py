@@ -36,11 +36,9 @@ each get their own. Without locking, readers assume nothing writes to the LMDB w
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import os
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +49,7 @@ from PIL import Image
 from inpaint.data.cache import cache_dir, cached_json, fingerprint
 from inpaint.data.datasets.base import Archive, DatasetDataModule, DatasetLayout, Requirement
 from inpaint.data.io import ImageReadError, to_rgb_uint8
-from inpaint.data.sources import ImageSource, load_skipping_corrupt
+from inpaint.data.sources import BadItems, ImageSource, load_skipping_corrupt
 
 __all__ = [
     "LSUN_CATEGORIES",
@@ -59,8 +57,6 @@ __all__ = [
     "LMDBSource",
     "LSUNDataModule",
     "LSUNLayout",
-    "example_key",
-    "write_example",
 ]
 
 log = logging.getLogger("inpaint.data")
@@ -95,8 +91,8 @@ class LMDBSource(ImageSource):
     Args:
         path: the environment directory (holding ``data.mdb``).
         on_corrupt: ``"error"`` raises :class:`ImageReadError` naming the LMDB and the key of an entry that
-            is missing or cannot be decoded; ``"skip"`` warns (logger ``inpaint.data`` and
-            :class:`CorruptImageWarning`) naming them and loads the next readable entry (``index + 1``,
+            is missing or cannot be decoded; ``"skip"`` warns once (logger ``inpaint.data``) naming them
+            and loads the next readable entry (``index + 1``,
             wrapping around), remembering bad entries, as :class:`~inpaint.data.sources.FolderSource` does.
 
     ``name(i)`` is the key (the LSUN image id). The key list comes from the cache described in the module
@@ -117,7 +113,7 @@ class LMDBSource(ImageSource):
         # one contiguous array instead of millions of Python strings: small, and forked DataLoader workers
         # share its pages instead of copying them as reference counts change
         self._keys: np.ndarray = np.array([k.encode("latin-1") for k in keys], dtype=bytes)
-        self.bad_indices: set[int] = set()
+        self.bad_indices = BadItems(len(self._keys))
         self._env: lmdb.Environment | None = None
         self._pid: int | None = None
 
@@ -338,56 +334,3 @@ class LSUNDataModule(DatasetDataModule):
     """``data=lsun``: one category; train minus a carved validation split, and the official val as test."""
 
     layout_class = LSUNLayout
-
-
-# ------------------------------------------------------------------------------------------- fixtures
-
-
-def example_key(index: int, seed: int = 0) -> str:
-    """The 40-hex key :func:`write_example` stores image ``index`` under."""
-    return hashlib.sha1(f"lsun-example:{seed}:{index}".encode()).hexdigest()
-
-
-def write_example(
-    root: str | os.PathLike[str],
-    images: Sequence[np.ndarray],
-    category: str = "bedroom",
-    split: str = "train",
-    fmt: str = "webp",
-    seed: int = 0,
-) -> Path:
-    """Write ``images`` into ``root/{category}_{split}_lmdb/`` in the LSUN format; return that folder.
-
-    Args:
-        root: the dataset root (created if needed).
-        images: HxWx3 uint8 RGB arrays (any size; LSUN's have short side 256).
-        category: the category part of the folder name.
-        split: ``"train"`` or ``"val"`` (the folder name's split part).
-        fmt: ``"webp"`` or ``"jpeg"``, both at quality 75, as the value encoding.
-        seed: varies the keys; image ``i`` is stored under ``example_key(i, seed)`` (40 hex characters).
-
-    An existing environment is added to (use another ``seed`` for new keys), so a test can grow it.
-    """
-    formats = {"webp": "WEBP", "jpeg": "JPEG", "jpg": "JPEG"}
-    if fmt not in formats:
-        raise ValueError(f"fmt must be one of {sorted(formats)}, got {fmt!r}")
-    folder = Path(root) / f"{category}_{split}_lmdb"
-    folder.mkdir(parents=True, exist_ok=True)
-    entries = []
-    for i, img in enumerate(images):
-        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
-            raise ValueError(f"images[{i}] must be an HxWx3 uint8 array, got {img.dtype} {img.shape}")
-        buf = io.BytesIO()
-        Image.fromarray(img).save(buf, formats[fmt], quality=75)
-        entries.append((example_key(i, seed).encode("ascii"), buf.getvalue()))
-    existing = (folder / "data.mdb").stat().st_size if (folder / "data.mdb").is_file() else 0
-    # room for the values, their overflow-page rounding and the B-tree; the map is only an upper bound
-    map_size = existing + 2 * sum(len(k) + len(v) + 8192 for k, v in entries) + (1 << 20)
-    env = lmdb.open(str(folder), map_size=map_size, subdir=True)
-    try:
-        with env.begin(write=True) as txn:
-            for k, v in entries:
-                txn.put(k, v)
-    finally:
-        env.close()
-    return folder

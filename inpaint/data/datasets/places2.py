@@ -52,7 +52,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from inpaint.data.datasets.base import (
     Archive,
@@ -61,7 +60,7 @@ from inpaint.data.datasets.base import (
     DatasetNotReadyError,
     Requirement,
 )
-from inpaint.data.sources import FolderSource, ImageSource
+from inpaint.data.sources import BadItems, FolderSource, ImageSource
 
 __all__ = [
     "ARCHIVE_MD5",
@@ -73,7 +72,6 @@ __all__ = [
     "TEST_SPLITS",
     "VARIANTS",
     "read_list",
-    "write_example",
 ]
 
 VARIANTS = ("standard", "challenge")
@@ -246,6 +244,7 @@ class ListSource(FolderSource):
         super().__init__(folder, files=(), on_corrupt=on_corrupt)
         self.entries = entries
         self.paths = _PathsOfList(self.root, entries)  # type: ignore[assignment]
+        self.bad_indices = BadItems(len(self.paths))  # sized for the list, not the empty files=()
 
     def __repr__(self) -> str:
         return f"ListSource(list='{self.entries.path}', folder='{self.root}', n={len(self)})"
@@ -414,73 +413,3 @@ class Places2DataModule(DatasetDataModule):
     """Places2 / Places365 (``data=places2``): ``data.variant``, ``data.resolution``, ``data.test_split``."""
 
     layout_class = Places2Layout
-
-
-def _save_jpeg(path: Path, img: np.ndarray, what: str) -> None:
-    arr = np.asarray(img)
-    if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
-        raise ValueError(f"{what}: expected an HxWx3 uint8 array, got {arr.dtype} {arr.shape}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(arr).save(path, quality=95)
-
-
-def write_example(
-    root: str | os.PathLike[str],
-    train_images: Sequence[np.ndarray],
-    val_images: Sequence[np.ndarray],
-    test_images: Sequence[np.ndarray] = (),
-    variant: str = "standard",
-    resolution: str | int = "256",
-    categories: Sequence[str] = ("a/abbey", "b/bedroom", "s/swimming_pool/indoor"),
-) -> dict[str, list[Path]]:
-    """Write a Places365 tree in the real format under ``root``; returns ``{split: [image paths]}``.
-
-    ``train_images`` / ``val_images`` / ``test_images``: HxWx3 uint8 arrays, saved as JPEG (quality 95).
-    The real ``*_256`` images are 256x256, but any size is written as given. Train image ``i`` goes to
-    category ``categories[i % len(categories)]`` (label = its position) and is numbered from 1 within it:
-    ``data_256/a/abbey/00000001.jpg``; the list ``places365_train_<variant>.txt`` names them grouped by
-    category, as ``/a/abbey/00000001.jpg 0``. Validation images become
-    ``val_256/Places365_val_00000001.jpg ...`` listed in ``places365_val.txt`` with a label; test images
-    (only when given) ``test_256/Places365_test_00000001.jpg ...`` listed in ``places365_test.txt``.
-    ``categories_places365.txt`` lists ``/a/abbey 0`` .... ``resolution="large"`` writes ``data_large/``,
-    ``val_large/``, ``test_large/`` instead."""
-    root = Path(root)
-    variant = _choice("variant", variant, VARIANTS)
-    res = _choice("resolution", resolution, RESOLUTIONS)
-    if not categories:
-        raise ValueError("write_example needs at least one category")
-    root.mkdir(parents=True, exist_ok=True)
-    per_category: list[list[tuple[str, np.ndarray]]] = [[] for _ in categories]
-    for i, img in enumerate(train_images):
-        k = i % len(categories)
-        rel = f"{categories[k]}/{len(per_category[k]) + 1:08d}.jpg"
-        per_category[k].append((rel, img))
-    out: dict[str, list[Path]] = {"train": [], "val": [], "test": []}
-    lines = []
-    for label, items in enumerate(per_category):
-        for rel, img in items:
-            path = root / f"data_{res}" / rel
-            _save_jpeg(path, img, f"train image {rel}")
-            lines.append(f"/{rel} {label}\n")
-            out["train"].append(path)
-    (root / f"places365_train_{variant}.txt").write_text("".join(lines))
-
-    lines = []
-    for i, img in enumerate(val_images, start=1):
-        name = f"Places365_val_{i:08d}.jpg"
-        _save_jpeg(root / f"val_{res}" / name, img, f"val image {name}")
-        lines.append(f"{name} {(i - 1) % len(categories)}\n")
-        out["val"].append(root / f"val_{res}" / name)
-    (root / VAL_LIST).write_text("".join(lines))
-
-    if len(test_images):
-        lines = []
-        for i, img in enumerate(test_images, start=1):
-            name = f"Places365_test_{i:08d}.jpg"
-            _save_jpeg(root / f"test_{res}" / name, img, f"test image {name}")
-            lines.append(f"{name}\n")
-            out["test"].append(root / f"test_{res}" / name)
-        (root / TEST_LIST).write_text("".join(lines))
-
-    (root / CATEGORIES_FILE).write_text("".join(f"/{c} {label}\n" for label, c in enumerate(categories)))
-    return out
