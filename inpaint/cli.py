@@ -62,10 +62,10 @@ def user_message(e: BaseException) -> str:
         return f"{e.full_key} is not set (it has no default): add {e.full_key}=... to the command"
     text = str(e)
     if _WORKER_WRAP.match(text):
-        # "...Traceback...\n  File ...\nImageReadError: <the message>": keep the message
-        marker = f"\n{type(e).__name__}: "
-        if marker in text:
-            text = text.rsplit(marker, 1)[1].strip()
+        # "...Traceback...\n  File ...\npackage.module.ImageReadError: <the message>": keep the message
+        last = list(re.finditer(rf"^(?:[\w.]+\.)?{type(e).__name__}: ", text, re.M))
+        if last:
+            text = text[last[-1].end():].strip()
     return text
 
 

@@ -163,13 +163,19 @@ def load_skipping_corrupt(
     where: str | os.PathLike[str],
 ) -> np.ndarray:
     """``read(index)``, with the ``on_corrupt`` policy of ``source`` (which has ``on_corrupt`` and a
-    ``bad_indices`` :class:`BadItems`): ``"error"`` lets :class:`ImageReadError` through; ``"skip"`` warns
+    ``bad_indices`` :class:`BadItems`): ``"error"`` raises :class:`ImageReadError` naming the item and the ``skip`` switch; ``"skip"`` warns
     naming the item (``item(i)``) and reads the next one (wrapping around), remembering the bad ones. The
     warning goes to the ``inpaint.data`` logger only (Hydra shows it and writes it to the run's log), once
     per item for all processes."""
     index = source._check_index(index)
     if source.on_corrupt == "error":
-        return read(index)
+        try:
+            return read(index)
+        except ImageReadError as e:
+            raise ImageReadError(
+                f"{e}. Replace or delete the file, or set data.on_corrupt=skip to skip unreadable images "
+                "(each is reported once)", path=e.path, reason=e.reason,
+            ) from e
     n = len(source)
     first_error: ImageReadError | None = None
     for offset in range(n):
