@@ -94,8 +94,6 @@ NOISE = {
     # our evaluation metrics are reduced across processes by torchmetrics before they are logged, so
     # Lightning's advice to sync them again does not apply (InpaintModule._finish_eval)
     r"It is recommended to use `self.log\('(val|test)/": "warning",
-    # W&B offline without an account: inpaint.loggers.wandb_logger already says how to sync
-    r".*(anonymous|W&B API key)": "warning",
 }
 
 

@@ -73,8 +73,14 @@ def wandb_logger(
         group = job.get("group")
     if "config" not in kwargs and job:
         kwargs["config"] = {**job.get("config", {}), "hydra_overrides": job.get("overrides", {})}
-    return WandbLogger(project=project, save_dir=save_dir, offline=offline, tags=list(tags), group=group, id=id,
-                       **kwargs)
+    logger = WandbLogger(project=project, save_dir=save_dir, offline=offline, tags=list(tags), group=group, id=id,
+                         **kwargs)
+    # Lightning always passes `anonymous` (None by default), and wandb warns on every run that the setting
+    # has no effect; leave it out unless it was asked for
+    init = getattr(logger, "_wandb_init", {})
+    if init.get("anonymous") is None:
+        init.pop("anonymous", None)
+    return logger
 
 
 #: a W&B run folder: run-20240101_120000-<id> or offline-run-20240101_120000-<id>

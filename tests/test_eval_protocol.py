@@ -21,9 +21,12 @@ from inpaint.run import build_datamodule, run
 BIHARMONIC = ["model=biharmonic", "task=test", *tiny("biharmonic"), "logger=none"]
 
 
-def test_per_bucket_runs_one_test_per_bucket_and_merges_them(make_cfg, tmp_path):
+def test_per_bucket_runs_one_test_per_bucket_and_merges_them(make_cfg, tmp_path, capsys):
     cfg = make_cfg(*BIHARMONIC, "eval.per_bucket=true", "eval.buckets=[[0.1,0.2],[0.3,0.4]]")
     results = run(cfg)
+    # one table on the console, ours: not Lightning's table of the last bucket's run under plain test/ keys
+    console = capsys.readouterr().out
+    assert console.count("| all |") == 1 and "test/psnr" not in console
     n = results["test/count@10-20"]
     assert n > 0 and results["test/count@30-40"] == n and results["test/count"] == 2 * n
     # each bucket run is a full test set restricted to that ratio; the plain keys are their weighted mean

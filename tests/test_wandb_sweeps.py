@@ -85,3 +85,5 @@ def test_single_runs_have_no_group(tmp_path, offline):
     out = _job(tmp_path, "model.lr=0.003", multirun=False)
     assert wandb_logger(save_dir=str(out))._wandb_init["group"] is None
     assert wandb_logger(save_dir=str(out), group="mine")._wandb_init["group"] == "mine"
+    # wandb warns about any `anonymous` value on every run; Lightning's default None is left out
+    assert "anonymous" not in wandb_logger(save_dir=str(out))._wandb_init
