@@ -101,21 +101,6 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return max(existing, key=lambda p: p.stat().st_mtime) if existing else None
 
 
-def log_config(trainer: L.Trainer, cfg: DictConfig) -> None:
-    """Give every experiment logger the composed config and the command-line overrides, so a dashboard
-    can filter and compare runs (e.g. trials of a sweep) by any option."""
-    overrides: list[str] = []
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        overrides = list(HydraConfig.get().overrides.task)
-    except ValueError:  # not under @hydra.main (tests, scripts)
-        pass
-    params = {"config": OmegaConf.to_container(cfg, resolve=True), "overrides": overrides}
-    for lg in trainer.loggers:
-        lg.log_hyperparams(params)
-
-
 def run(cfg: DictConfig) -> dict[str, float]:
     """Train and/or test as ``cfg.task`` says.
 
@@ -152,7 +137,6 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
     datamodule = build_datamodule(cfg)
     trainer = build_trainer(cfg)
-    log_config(trainer, cfg)
     if cfg.get("compile"):
         model.compile_networks()
 
