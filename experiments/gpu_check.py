@@ -10,7 +10,7 @@ leaves the others running and is recorded as that section's error; each process'
             downloaded) through Lightning, per precision, with torch.cuda.max_memory_allocated
   amp       20 iterations through Lightning under 16-mixed with a scaler that grows every 5 clean steps:
             losses finite, the loss scale moved, and it moved as ONE scaler update per iteration would move
-            it (ISNet steps two optimizers; step_discriminator keeps the D step from updating the scale)
+            it (ISNet steps two optimizers; the GAN mechanism updates the scale once, after both steps)
   overhead  experiments/bench.py's Lightning-vs-plain-loop ratio (SC-NN) on the device, at 64 and 256 px
   env       GPU name, memory, capability, torch / CUDA / cuDNN / Lightning versions
 

@@ -30,7 +30,7 @@ __all__ = [
     "hole_normalized_l1",
 ]
 
-GAN_KINDS = ("hinge", "nsgan", "lsgan")
+GAN_KINDS = ("hinge", "nsgan", "lsgan", "wgan")
 
 
 def hole_normalized_l1(output: Tensor, target: Tensor, mask: Tensor) -> Tensor:
@@ -47,15 +47,24 @@ def hole_normalized_l1(output: Tensor, target: Tensor, mask: Tensor) -> Tensor:
 
 
 class AdversarialLoss(nn.Module):
-    """GAN losses on raw discriminator logits ``D``.
+    """GAN losses on raw discriminator logits (or critic scores) ``D``, chosen by kind.
 
-    ============  =================================  ==================================================
-    kind          generator                          discriminator ``(L_real + L_fake) / 2``
-    ============  =================================  ==================================================
-    ``hinge``     ``-mean(D(fake))``                 ``mean(relu(1 - D(real)))``, ``mean(relu(1 + D(fake)))``
-    ``nsgan``     ``BCE(sigmoid(D(fake)), 1)``       ``BCE(sigmoid(D(real)), 1)``, ``BCE(sigmoid(D(fake)), 0)``
-    ``lsgan``     ``mean((sigmoid(D(fake)) - 1)^2)``  ``mean((sigmoid(D(real)) - 1)^2)``, ``mean(sigmoid(D(fake))^2)``
-    ============  =================================  ==================================================
+    ============  ==================================  ==================================================
+    kind          generator                           discriminator
+    ============  ==================================  ==================================================
+    ``hinge``     ``-mean(D(fake))``                  ``(mean(relu(1 - D(real))) + mean(relu(1 + D(fake)))) / 2``
+    ``nsgan``     ``BCE(sigmoid(D(fake)), 1)``        ``(BCE(sigmoid(D(real)), y_r) + BCE(sigmoid(D(fake)), y_f)) / 2``
+    ``lsgan``     ``mean((sigmoid(D(fake)) - 1)^2)``  ``(mean((sigmoid(D(real)) - y_r)^2) + mean((sigmoid(D(fake)) - y_f)^2)) / 2``
+    ``wgan``      ``-mean(D(fake))``                  ``mean(D(fake)) - mean(D(real))`` (a critic: no sigmoid)
+    ============  ==================================  ==================================================
+
+    ``nsgan``'s generator term is the "maximise log D" form (hard target 1), as in the context-encoder and
+    DCGAN papers. Targets ``y_r = 1``, ``y_f = 0`` unless ``real_label`` / ``fake_label`` give ranges
+    ``[lo, hi]``: then each sample draws its own target from ``U(lo, hi)`` (soft noisy labels, e.g.
+    ``[0.9, 1.1]`` and ``[0.0, 0.2]``), and with ``flip`` > 0 each sample swaps its real and fake targets
+    with that probability (label flips). Both need a kind with targets (``nsgan``, ``lsgan``); the draws
+    use the torch RNG (restored on resume). The halving of the two-sided losses scales D's gradient by a
+    constant, which Adam and RMSprop do not see.
 
     The hinge discriminator loss is EdgeConnect's clean form. The ISNet journal code computes the real branch
     as ``relu(1 + mean(relu(1 - D(real))))``, i.e. this value plus a constant 1 (plus 0.5 after halving):
@@ -63,18 +72,44 @@ class AdversarialLoss(nn.Module):
     sigmoid outputs (their discriminator applies the sigmoid when the GAN is not hinge).
     """
 
-    def __init__(self, kind: str = "hinge") -> None:
+    def __init__(
+        self,
+        kind: str = "hinge",
+        real_label: Sequence[float] | None = None,
+        fake_label: Sequence[float] | None = None,
+        flip: float = 0.0,
+    ) -> None:
         super().__init__()
         if kind not in GAN_KINDS:
             raise ValueError(f"unknown GAN loss '{kind}'; choose one of {', '.join(GAN_KINDS)}")
         self.kind = kind
+        self.real_label = _label_range("real_label", real_label, (1.0, 1.0))
+        self.fake_label = _label_range("fake_label", fake_label, (0.0, 0.0))
+        self.flip = float(flip)
+        if not 0.0 <= self.flip < 1.0:
+            raise ValueError(f"label flip probability must be in [0, 1), got {flip}")
+        noisy = self.flip > 0 or self.real_label != (1.0, 1.0) or self.fake_label != (0.0, 0.0)
+        if noisy and kind not in ("nsgan", "lsgan"):
+            raise ValueError(f"soft labels and label flips need a loss with targets (nsgan, lsgan), not {kind}")
 
     def extra_repr(self) -> str:
-        return f"kind={self.kind!r}"
+        return f"kind={self.kind!r}, real_label={self.real_label}, fake_label={self.fake_label}, flip={self.flip}"
+
+    def targets(self, n: int, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
+        """The per-sample discriminator targets ``(y_real, y_fake)``, shape ``[n]`` (after flips)."""
+        def draw(lo_hi: tuple[float, float]) -> Tensor:
+            lo, hi = lo_hi
+            return torch.full((n,), lo, device=device) if lo == hi else torch.empty(n, device=device).uniform_(lo, hi)
+
+        y_real, y_fake = draw(self.real_label), draw(self.fake_label)
+        if self.flip > 0:
+            swap = torch.rand(n, device=device) < self.flip
+            y_real, y_fake = torch.where(swap, y_fake, y_real), torch.where(swap, y_real, y_fake)
+        return y_real, y_fake
 
     def generator_loss(self, fake_logits: Tensor) -> Tensor:
         d = fake_logits.float()
-        if self.kind == "hinge":
+        if self.kind in ("hinge", "wgan"):
             return -d.mean()
         if self.kind == "nsgan":
             return F.binary_cross_entropy_with_logits(d, torch.ones_like(d))
@@ -82,16 +117,29 @@ class AdversarialLoss(nn.Module):
 
     def discriminator_loss(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
         real, fake = real_logits.float(), fake_logits.float()
+        if self.kind == "wgan":
+            return fake.mean() - real.mean()
         if self.kind == "hinge":
-            l_real = F.relu(1 - real).mean()
-            l_fake = F.relu(1 + fake).mean()
-        elif self.kind == "nsgan":
-            l_real = F.binary_cross_entropy_with_logits(real, torch.ones_like(real))
-            l_fake = F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake))
+            return (F.relu(1 - real).mean() + F.relu(1 + fake).mean()) / 2
+        y_real, y_fake = (
+            y.view(-1, *([1] * (real.dim() - 1))) for y in self.targets(real.shape[0], real.device)
+        )
+        if self.kind == "nsgan":
+            l_real = F.binary_cross_entropy_with_logits(real, y_real.expand_as(real))
+            l_fake = F.binary_cross_entropy_with_logits(fake, y_fake.expand_as(fake))
         else:
-            l_real = (torch.sigmoid(real) - 1).square().mean()
-            l_fake = torch.sigmoid(fake).square().mean()
+            l_real = (torch.sigmoid(real) - y_real).square().mean()
+            l_fake = (torch.sigmoid(fake) - y_fake).square().mean()
         return (l_real + l_fake) / 2
+
+
+def _label_range(name: str, value: Sequence[float] | None, default: tuple[float, float]) -> tuple[float, float]:
+    if value is None:
+        return default
+    lo, hi = (float(v) for v in value)
+    if lo > hi:
+        raise ValueError(f"{name}={list(value)}: give [low, high] with low <= high")
+    return lo, hi
 
 
 def feature_matching_loss(fake_features: Sequence[Tensor], real_features: Sequence[Tensor]) -> Tensor:

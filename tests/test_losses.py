@@ -91,7 +91,7 @@ def test_lsgan_by_hand():
 
 def test_adversarial_unknown_kind():
     with pytest.raises(ValueError, match="hinge"):
-        AdversarialLoss("wgan")
+        AdversarialLoss("ragan")
 
 
 def test_adversarial_gradients_reach_logits():

@@ -14,7 +14,8 @@ from the authors' code as the spec directs:
   configs use nsgan. ``model.loss.gan`` selects it (spec 4.2, 10).
 * The update reproduces what the authors' PyTorch 1.0 code computed (spec 5.2): the discriminator loss and
   the generator's adversarial / feature-matching terms are taken against the same (pre-update)
-  discriminator, then D and G step. The discriminator runs three times per iteration, as in their code.
+  discriminator, then D and G step (the shared GAN mechanism's ``update: simultaneous``, models/gan.py).
+  The discriminator runs three times per iteration, as in their code.
 * PRA (spec 6.1): the final code's non-leaking version -- the newly valid ring keeps the previous
   composite, not the ground truth; 15x15 square dilation; ``> 0.2`` and at most 10 extra passes.
 * Weight init N(0, 0.001) (spec 2.5), not stated in the paper.
@@ -31,49 +32,24 @@ from pathlib import Path
 
 import kornia
 import torch
-from lightning.pytorch.strategies import DDPStrategy
 from torch import Tensor
 
 from inpaint.losses import AdversarialLoss, VGGLoss, feature_matching_loss, hole_normalized_l1
 from inpaint.metrics import DEFAULT_BUCKETS, InpaintMetrics
-from inpaint.models.base import InpaintModule, compose
+from inpaint.models.base import compose
+from inpaint.models.gan import GANModule
 from inpaint.nets.isnet import PatchDiscriminator, build_generator, load_official_generator
 
 log = logging.getLogger(__name__)
 
 #: loss-term names of ``model.loss.weights`` (the paper's L_l1, L_D, L_perc, L_style, L_FM)
 LOSS_TERMS = ("l1", "adv", "perc", "style", "fm")
+#: the adversarial losses of the authors' code (spec 4.2)
+ISNET_GANS = ("hinge", "nsgan", "lsgan")
 VGG_HINT = "model.loss.vgg=random"
 
 
-def _no_op(*args, **kwargs) -> None:
-    return None
-
-
-def step_discriminator(optimizer, scaler) -> None:
-    """``optimizer.step()`` for the discriminator, before the generator's step, that
-
-    * does not advance ``trainer.global_step``: under manual optimisation Lightning counts every optimizer
-      step, so a D step plus a G step would count as two and ``trainer.max_steps`` / ``val_check_interval``
-      would mean half the paper's iterations. ``global_step`` is the number of training iterations;
-    * does not update the AMP loss scale (``trainer.precision=16-mixed``): both networks' gradients were
-      scaled by the same factor in one backward pass, so the scale may only change after both have stepped
-      (PyTorch's recipe for several optimizers: step each, then one ``scaler.update()``). Lightning's
-      precision plugin would otherwise update it after D's step and unscale G's gradients by the new scale.
-    """
-    before, after = optimizer._on_before_step, optimizer._on_after_step
-    optimizer._on_before_step = optimizer._on_after_step = _no_op
-    if scaler is not None:
-        scaler.update = _no_op  # an instance attribute shadowing the method, removed below
-    try:
-        optimizer.step()
-    finally:
-        optimizer._on_before_step, optimizer._on_after_step = before, after
-        if scaler is not None:
-            del scaler.update
-
-
-class ISNetModule(InpaintModule):
+class ISNetModule(GANModule):
     """ISNet generator + PatchGAN discriminator trained with L1 / adversarial / perceptual / style /
     feature-matching losses; optional PRA at evaluation and prediction.
 
@@ -87,6 +63,8 @@ class ISNetModule(InpaintModule):
             single-pass result under ``<stage>/single/...`` for a Table 5 side-by-side).
         official_weights: path of the authors' released generator (``InpaintingModel_gen.pth``), loaded into
             the generator at construction (their key layout, mapped by module order).
+        gan: options of the shared GAN mechanism (:class:`~inpaint.models.gan.GANModule`); ISNet's update is
+            ``simultaneous`` (the authors' order), which needs ``n_critic=1``; e.g. ``ema`` may be added.
     """
 
     compile_targets = ("generator", "discriminator")
@@ -98,14 +76,15 @@ class ISNetModule(InpaintModule):
         optim: Mapping | None = None,
         pra: Mapping | None = None,
         official_weights: str | None = None,
+        gan: Mapping | None = None,
         buckets: Sequence[Sequence[float]] = DEFAULT_BUCKETS,
         nan_check_every: int = 1,
     ) -> None:
-        super().__init__(buckets=buckets, nan_check_every=nan_check_every)
+        super().__init__(gan={"update": "simultaneous", **(gan or {})}, buckets=buckets,
+                         nan_check_every=nan_check_every)
         # the authors' file is loaded once, here; checkpoints then carry the weights, not the file's path
         self.save_hyperparameters(ignore=["official_weights"])
         self.official_weights = str(official_weights) if official_weights else None
-        self.automatic_optimization = False
         gen_cfg = {"variant": "isnet", "blocks": 4, "init_std": 1e-3, **(generator or {})}
         loss_cfg = {"gan": "hinge", "vgg": "imagenet", **(loss or {})}
         weights = {"l1": 1.0, "adv": 3.0, "perc": 1.0, "style": 3.0, "fm": 0.0, **(loss_cfg.get("weights") or {})}
@@ -134,8 +113,12 @@ class ISNetModule(InpaintModule):
         self.generator_variant = str(gen_cfg["variant"])
         self.size_multiple = int(getattr(self.generator, "size_multiple", 16))
         self.uses_discriminator = self.loss_weights["adv"] > 0 or self.loss_weights["fm"] > 0
+        self.trains_discriminator = self.uses_discriminator
         self.discriminator = PatchDiscriminator(3, init_std=float(gen_cfg["init_std"]))
+        if loss_cfg["gan"] not in ISNET_GANS:
+            raise ValueError(f"model.loss.gan={loss_cfg['gan']!r}: ISNet uses one of {', '.join(ISNET_GANS)}")
         self.adversarial = AdversarialLoss(str(loss_cfg["gan"]))
+        self._real_feats: list[Tensor] | None = None
         self.vgg_weights = str(loss_cfg["vgg"])
         self._vgg: list[VGGLoss] = []  # built on first use, kept out of the state dict (frozen, not trained)
         # last PRA call: extra passes per image (for logs and tests)
@@ -145,6 +128,7 @@ class ISNetModule(InpaintModule):
         self.test_single = InpaintMetrics(self.buckets)
         if official_weights:
             self.load_official(official_weights)
+        self.attach_ema()
 
     # ----------------------------------------------------------------------------------- pretrained weights
     @property
@@ -160,7 +144,7 @@ class ISNetModule(InpaintModule):
     # ----------------------------------------------------------------------------------- model API
     def forward(self, image: Tensor, mask: Tensor) -> Tensor:
         """One generator pass on the masked image (holes zeroed; no mask channel, as in the paper)."""
-        return self.generator(self.masked_input(image, mask))
+        return self.eval_generator(self.masked_input(image, mask))
 
     def inpaint(self, image: Tensor, mask: Tensor) -> Tensor:
         if self.pra_enabled:
@@ -188,8 +172,9 @@ class ISNetModule(InpaintModule):
         valid ring keeps the previous composite (the authors' final code; the paper's Algorithm 1 would paste
         the ground truth there). ``return_single=True`` also returns the first pass's composite.
         """
+        generator = self.eval_generator
         valid = (mask <= 0.5).to(image.dtype)
-        first = self.generator(image * valid).clamp(0.0, 1.0)
+        first = generator(image * valid).clamp(0.0, 1.0)
         composite = compose(first, image, 1.0 - valid)
         single = composite
         passes = torch.zeros(image.shape[0], dtype=torch.long, device=image.device)
@@ -200,7 +185,7 @@ class ISNetModule(InpaintModule):
                 break
             v = self.dilate_valid(valid[active])
             prev = composite[active]
-            out = self.generator(prev * v).clamp(0.0, 1.0)
+            out = generator(prev * v).clamp(0.0, 1.0)
             composite = composite.index_copy(0, active, out * (1.0 - v) + prev * v)
             valid = valid.index_copy(0, active, v)
             passes[active] += 1
@@ -247,39 +232,24 @@ class ISNetModule(InpaintModule):
         # load (or fail on) the VGG weights before the first step, not in the middle of it
         if self.loss_weights["perc"] > 0 or self.loss_weights["style"] > 0:
             self._vgg_loss()
-        strategy = self.trainer.strategy
-        if isinstance(strategy, DDPStrategy) and not strategy._ddp_kwargs.get("find_unused_parameters"):
-            unused = []
-            if self.generator_variant == "base":
-                unused.append("model.generator.variant=base computes a phase-4 low-resolution branch it never "
-                              "uses (as the authors' ablation code does)")
-            if not self.uses_discriminator:
-                unused.append("with model.loss.weights.adv=0 and fm=0 the discriminator is not trained")
-            if unused:
-                raise ValueError(
-                    "; ".join(unused) + ": DDP refuses parameters without gradients. Add "
-                    "trainer.strategy=ddp_find_unused_parameters_true (or +trainer.strategy.find_unused_parameters=true "
-                    "with trainer=ddp_cpu)"
-                )
-        if self.trainer.gradient_clip_val:
-            raise ValueError(
-                "trainer.gradient_clip_val is not supported by model=isnet (manual optimisation of two "
-                "networks): leave it null"
-            )
+        super().on_fit_start()
+
+    def unused_parameter_reasons(self) -> list[str]:
+        reasons = super().unused_parameter_reasons()
+        if self.generator_variant == "base":
+            reasons.insert(0, "model.generator.variant=base computes a phase-4 low-resolution branch it never uses "
+                              "(as the authors' ablation code does)")
+        return reasons
 
     def generator_losses(self, out: Tensor, image: Tensor, mask: Tensor, real_feats: list[Tensor] | None):
-        """The weighted generator terms (only those with a weight > 0 are computed) and their sum."""
+        """The weighted generator terms (only those with a weight > 0 are computed) and their sum. The
+        mechanism calls it with D frozen, so adversarial and FM gradients reach G only."""
         w = self.loss_weights
         terms: dict[str, Tensor] = {}
         if w["l1"] > 0:
             terms["l1"] = hole_normalized_l1(out, image, mask)
         if self.uses_discriminator:
-            # adversarial and FM gradients reach G only: D's weights are frozen for this pass
-            self.discriminator.requires_grad_(False)
-            try:
-                fake_logits, fake_feats = self.discriminator(out)
-            finally:
-                self.discriminator.requires_grad_(True)
+            fake_logits, fake_feats = self.discriminator(out)
             if w["adv"] > 0:
                 terms["adv"] = self.adversarial.generator_loss(fake_logits)
             if w["fm"] > 0 and real_feats is not None:
@@ -293,40 +263,19 @@ class ISNetModule(InpaintModule):
         total = sum(w[k] * v for k, v in terms.items())
         return total, terms
 
-    def training_step(self, batch: dict, batch_idx: int) -> None:
-        image, mask = batch["image"], batch["mask"]
-        opt_g, opt_d = self.optimizers()
-        out = self(image, mask)
+    # the GAN mechanism's contract (models/gan.py): the losses of one iteration
+    def generate(self, batch: dict) -> Tensor:
+        return self.generator(self.masked_input(batch["image"], batch["mask"]))
 
-        d_loss = None
-        real_feats = None
-        if self.uses_discriminator:
-            real_logits, real_feats = self.discriminator(image)
-            fake_logits, _ = self.discriminator(out.detach())
-            d_loss = self.adversarial.discriminator_loss(real_logits, fake_logits)
-            real_feats = [f.detach() for f in real_feats]
-        g_loss, terms = self.generator_losses(out, image, mask, real_feats)
+    def discriminator_loss(self, batch: dict, fake: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        real_logits, real_feats = self.discriminator(batch["image"])
+        fake_logits, _ = self.discriminator(fake)
+        self._real_feats = [f.detach() for f in real_feats]  # the FM targets of this iteration's G loss
+        return self.adversarial.discriminator_loss(real_logits, fake_logits), {}
 
-        self.check_finite(g_loss, "generator loss")
-        opt_g.zero_grad(set_to_none=True)
-        if d_loss is None:
-            self.manual_backward(g_loss)
-        else:
-            self.check_finite(d_loss, "discriminator loss")
-            opt_d.zero_grad(set_to_none=True)
-            # One backward pass for both: d_loss reaches only D (the fake is detached) and g_loss only G (D was
-            # frozen for G's pass), so the sum yields exactly the two separate gradients -- and DDP, which
-            # expects one backward per forward, syncs each network once.
-            self.manual_backward(d_loss + g_loss)
-            step_discriminator(opt_d, getattr(self.trainer.precision_plugin, "scaler", None))
-        opt_g.step()
-
-        logs = {f"train/{k}": v.detach() for k, v in terms.items()}
-        logs["train/g_loss"] = g_loss.detach()
-        if d_loss is not None:
-            logs["train/d_loss"] = d_loss.detach()
-        self.log_dict(logs, prog_bar=False)
-        self.log("train/loss", g_loss.detach(), prog_bar=True)
+    def generator_loss(self, batch: dict, fake: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        real_feats, self._real_feats = self._real_feats, None
+        return self.generator_losses(fake, batch["image"], batch["mask"], real_feats)
 
     def configure_optimizers(self):
         opt_g = torch.optim.Adam(self.generator.parameters(), lr=self.lr_g, betas=self.betas)
