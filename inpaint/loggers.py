@@ -17,7 +17,7 @@ from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, Wand
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 
-from inpaint.metrics import METRIC_NAMES, metric_rows, metrics_table
+from inpaint.metrics import metric_rows, metrics_table, reported_metrics
 from inpaint.sweeps import parse_overrides
 
 log = logging.getLogger(__name__)
@@ -183,9 +183,12 @@ def log_metric_table(
     loggers = list(loggers)
     if not loggers:
         return
-    rows = [[label, int(count or 0), *values] for label, count, values in metric_rows(results, buckets, prefix)]
+    metrics = reported_metrics(results, prefix)
+    rows = [
+        [label, int(count or 0), *values] for label, count, values in metric_rows(results, buckets, prefix, metrics)
+    ]
     for lg in loggers:
         if isinstance(lg, WandbLogger):
-            lg.log_table(key=key, columns=["bucket", "n", *METRIC_NAMES], data=rows)
+            lg.log_table(key=key, columns=["bucket", "n", *metrics], data=rows)
         elif isinstance(lg, TensorBoardLogger):
             lg.experiment.add_text(key, metrics_table(results, buckets, prefix=prefix))

@@ -4,6 +4,9 @@ Conventions: images are float ``[B, 3, H, W]`` in ``[0, 1]``; masks are float ``
 ``1 = hole`` (missing) and ``0 = known`` (values ``> 0.5`` count as hole). Metrics are computed on the
 *composite* (prediction pasted into the hole) against the ground truth, per image, and then averaged
 over images (ISNet's protocol), both over all images and within hole-ratio buckets.
+
+``InpaintMetrics(hole_metrics=True)`` (``eval.hole_metrics=true``) adds the hole-only metrics of the
+"Beyond CNNs" CIFAR protocol (spec A2), see :func:`per_image_hole_metrics`.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from torch import Tensor
 
 DEFAULT_BUCKETS: tuple[tuple[float, float], ...] = ((0.1, 0.2), (0.2, 0.3), (0.3, 0.4), (0.4, 0.5))
 METRIC_NAMES = ("psnr", "ssim", "mae", "l2", "maem")
+HOLE_METRIC_NAMES = ("mse_hole", "l2_paper", "l2_paper_255", "maem_hole", "maem_channel")
+"""Extra metrics of ``hole_metrics=True`` (``eval.hole_metrics=true``), logged after :data:`METRIC_NAMES`."""
 
 PSNR_MAX = 100.0
 """PSNR (dB) reported for identical images (MSE == 0); every PSNR is capped at this value."""
@@ -36,6 +41,11 @@ _TABLE_COLUMNS = (
     ("mae", "MAE(%)", ".3f"),
     ("l2", "L2", ".5f"),
     ("maem", "MAEM(%)", ".2f"),
+    ("mse_hole", "MSE hole", ".5f"),
+    ("l2_paper", "L2 paper", ".5f"),
+    ("l2_paper_255", "L2 paper (0-255)", ".2f"),
+    ("maem_hole", "MAEM hole(%)", ".2f"),
+    ("maem_channel", "MAEM channel(%)", ".2f"),
 )
 
 
@@ -95,6 +105,25 @@ def ssim_per_image(x: Tensor, y: Tensor) -> Tensor:
     return ssim_map.flatten(1).mean(dim=1)
 
 
+def _matched_levels(composite: Tensor, target: Tensor) -> Tensor:
+    """Per channel value, ``[B, C, H, W]`` bool: both clamped to [0, 1], scaled by 255 and rounded
+    (half-to-even), then ``|difference| <= MAEM_TOLERANCE`` (inclusive)."""
+
+    def to_levels(x: Tensor) -> Tensor:
+        return torch.round(x.float().clamp(0.0, 1.0) * 255.0).to(torch.int16)
+
+    return (to_levels(composite) - to_levels(target)).abs() <= MAEM_TOLERANCE
+
+
+def _percent_in_hole(hits: Tensor, hole: Tensor) -> Tensor:
+    """Per image, percent of the hole's elements (pixels, or channel values when ``hits`` has channels)
+    that are ``hits``; 100 for an empty hole. ``hits`` ``[B, C, H, W]`` bool, ``hole`` ``[B, 1, H, W]`` bool."""
+    hole = hole.expand_as(hits)
+    n_hole = hole.flatten(1).sum(dim=1).to(torch.float64)
+    n_hits = (hits & hole).flatten(1).sum(dim=1).to(torch.float64)
+    return torch.where(n_hole > 0, 100.0 * n_hits / n_hole.clamp(min=1.0), torch.full_like(n_hole, 100.0))
+
+
 def per_image_metrics(composite: Tensor, target: Tensor, mask: Tensor) -> dict[str, Tensor]:
     """Per-image metrics, each a float64 tensor of shape ``[B]``.
 
@@ -114,16 +143,7 @@ def per_image_metrics(composite: Tensor, target: Tensor, mask: Tensor) -> dict[s
     mae = diff.abs().mean(dim=(1, 2, 3))
     psnr = (10.0 * torch.log10(1.0 / mse)).clamp(max=PSNR_MAX)  # mse == 0 -> inf -> PSNR_MAX
     ssim = ssim_per_image(composite, target)
-
-    def to_levels(x: Tensor) -> Tensor:
-        return torch.round(x.float().clamp(0.0, 1.0) * 255.0).to(torch.int16)
-
-    level_diff = (to_levels(composite) - to_levels(target)).abs()
-    matched = (level_diff <= MAEM_TOLERANCE).all(dim=1, keepdim=True)  # [B, 1, H, W]
-    hole = _hole(mask)
-    n_hole = hole.flatten(1).sum(dim=1).to(torch.float64)
-    n_matched = (matched & hole).flatten(1).sum(dim=1).to(torch.float64)
-    maem = torch.where(n_hole > 0, 100.0 * n_matched / n_hole.clamp(min=1.0), torch.full_like(n_hole, 100.0))
+    maem = _percent_in_hole(_matched_levels(composite, target).all(dim=1, keepdim=True), _hole(mask))
 
     return {
         "psnr": psnr,
@@ -131,6 +151,41 @@ def per_image_metrics(composite: Tensor, target: Tensor, mask: Tensor) -> dict[s
         "mae": 100.0 * mae,
         "l2": mse,
         "maem": maem,
+    }
+
+
+def per_image_hole_metrics(composite: Tensor, target: Tensor, mask: Tensor) -> dict[str, Tensor]:
+    """The "Beyond CNNs" hole metrics (spec A2) per image, each a float64 tensor of shape ``[B]``.
+
+    Only hole pixels (``mask > 0.5``) count; with the composite, the known pixels would match trivially.
+    ``n`` below is the image's number of hole pixels (64 for ``mask=cifar_center``), ``C = 3`` channels.
+
+    - ``mse_hole``: mean of ``(composite - target)^2`` over the ``n * C`` hole elements, [0, 1] values.
+    - ``l2_paper``: the paper's ``(1/n) * sum over the hole x channels of (composite - target)^2`` (its
+      ``1/n^2`` with an ``n x n`` hole), [0, 1] values: ``C * mse_hole``, range [0, 3].
+    - ``l2_paper_255``: the same on 0-255 values (scaled by 255, not rounded): ``65025 * l2_paper``.
+    - ``maem_hole``: percent of hole pixels whose channels all lie within ``MAEM_TOLERANCE`` on the 0-255
+      integer scale (clamped to [0, 1], x255, rounded; the bound is inclusive). This is exactly
+      :func:`per_image_metrics`' ``maem``, which is already restricted to the hole; it is logged under the
+      paper's name next to the others. (A MAEM over the whole composite would be
+      ``100 * (1 - r) + r * maem_hole`` for hole ratio ``r``.)
+    - ``maem_channel``: the same test counted per channel value (``n * C`` of them).
+
+    An image with an empty hole scores 0 error and 100 % matched.
+    """
+    _check_shapes(composite, target, mask)
+    hole = _hole(mask)
+    diff = composite.detach().to(torch.float64) - target.detach().to(torch.float64)
+    sq_sum = (diff.square() * hole).flatten(1).sum(dim=1)
+    n_hole = hole.flatten(1).sum(dim=1).to(torch.float64).clamp(min=1.0)  # empty hole: sums are 0 -> 0
+    l2_paper = sq_sum / n_hole
+    matched = _matched_levels(composite, target)
+    return {
+        "mse_hole": l2_paper / diff.shape[1],
+        "l2_paper": l2_paper,
+        "l2_paper_255": 255.0**2 * l2_paper,
+        "maem_hole": _percent_in_hole(matched.all(dim=1, keepdim=True), hole),
+        "maem_channel": _percent_in_hole(matched, hole),
     }
 
 
@@ -155,7 +210,8 @@ class InpaintMetrics(torchmetrics.Metric):
 
     States are sums (``sums[k, m]``, float64) and image counts (``counts[k]``) where row 0 is "all images"
     and row ``1 + i`` is bucket ``i``; both reduce with ``sum`` so DDP synchronisation is exact. Buckets are
-    half-open ``[lo, hi)`` on :func:`hole_ratio`; they may overlap or leave gaps.
+    half-open ``[lo, hi)`` on :func:`hole_ratio`; they may overlap or leave gaps. ``hole_metrics=True``
+    adds the columns :data:`HOLE_METRIC_NAMES` (:func:`per_image_hole_metrics`); :attr:`names` lists them.
     """
 
     full_state_update = False
@@ -165,18 +221,24 @@ class InpaintMetrics(torchmetrics.Metric):
     sums: Tensor
     counts: Tensor
 
-    def __init__(self, buckets: Sequence[Sequence[float]] = DEFAULT_BUCKETS, **kwargs: Any) -> None:
+    def __init__(
+        self, buckets: Sequence[Sequence[float]] = DEFAULT_BUCKETS, hole_metrics: bool = False, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.buckets = _validate_buckets(buckets)
+        self.hole_metrics = bool(hole_metrics)
+        self.names: tuple[str, ...] = METRIC_NAMES + (HOLE_METRIC_NAMES if self.hole_metrics else ())
         n_rows = len(self.buckets) + 1
-        sums = torch.zeros(n_rows, len(METRIC_NAMES), dtype=torch.float64)
+        sums = torch.zeros(n_rows, len(self.names), dtype=torch.float64)
         self.add_state("sums", sums, dist_reduce_fx="sum")
         self.add_state("counts", torch.zeros(n_rows, dtype=torch.float64), dist_reduce_fx="sum")
 
     def update(self, composite: Tensor, target: Tensor, mask: Tensor) -> None:  # type: ignore[override]
         """Add a batch of composites, ground truths and masks (see module docstring for shapes)."""
         values = per_image_metrics(composite, target, mask)
-        stacked = torch.stack([values[name] for name in METRIC_NAMES], dim=1).to(self.sums.device)  # [B, M]
+        if self.hole_metrics:
+            values.update(per_image_hole_metrics(composite, target, mask))
+        stacked = torch.stack([values[name] for name in self.names], dim=1).to(self.sums.device)  # [B, M]
         ratio = hole_ratio(mask).to(self.sums.device)
         columns = [torch.ones_like(ratio)]
         columns += [((ratio >= lo) & (ratio < hi)).to(torch.float64) for lo, hi in self.buckets]
@@ -194,23 +256,34 @@ class InpaintMetrics(torchmetrics.Metric):
         for row, suffix in enumerate(suffixes):
             if row > 0 and counts[row] == 0:
                 continue
-            for m, name in enumerate(METRIC_NAMES):
+            for m, name in enumerate(self.names):
                 out[name + suffix] = means[row, m]
             out["count" + suffix] = self.counts[row]
         return out
+
+
+def reported_metrics(results: Mapping[str, Any], prefix: str = "") -> tuple[str, ...]:
+    """The table columns for ``results``: :data:`METRIC_NAMES`, plus :data:`HOLE_METRIC_NAMES` when any of
+    them is in ``results`` (under ``prefix``, overall or for a bucket)."""
+    hole_keys = {f"{prefix}{name}" for name in HOLE_METRIC_NAMES}
+    hole = any(key.split("@", 1)[0] in hole_keys for key in results)
+    return METRIC_NAMES + (HOLE_METRIC_NAMES if hole else ())
 
 
 def metric_rows(
     results: Mapping[str, Any],
     buckets: Sequence[Sequence[float]] = DEFAULT_BUCKETS,
     prefix: str = "",
+    metrics: Sequence[str] | None = None,
 ) -> list[tuple[str, float | None, list[float | None]]]:
-    """``(bucket label, count, [value per METRIC_NAMES])`` for "all" and each bucket present in ``results``
-    (keys optionally prefixed, e.g. ``"test/"``); a missing count or value is ``None``."""
+    """``(bucket label, count, [value per metric])`` for "all" and each bucket present in ``results``
+    (keys optionally prefixed, e.g. ``"test/"``); a missing count or value is ``None``. ``metrics``
+    defaults to :func:`reported_metrics`."""
+    metrics = reported_metrics(results, prefix) if metrics is None else tuple(metrics)
     names = [bucket_name(float(lo), float(hi)) for lo, hi in buckets]
     rows = []
     for label, suffix in [("all", "")] + [(name, f"@{name}") for name in names]:
-        keys = [f"{prefix}{metric}{suffix}" for metric in ("count", *METRIC_NAMES)]
+        keys = [f"{prefix}{metric}{suffix}" for metric in ("count", *metrics)]
         if not any(key in results for key in keys):
             continue
         values = [float(results[k]) if k in results else None for k in keys]
@@ -226,12 +299,15 @@ def metrics_table(
     """Markdown table of :meth:`InpaintMetrics.compute` results (keys optionally prefixed, e.g. ``"test/"``).
 
     One row "all" plus one row per bucket whose metrics are present in ``results``; missing cells show "-".
+    The hole-metric columns appear only when ``results`` has them (:func:`reported_metrics`).
     """
-    header = "| bucket | n | " + " | ".join(title for _, title, _ in _TABLE_COLUMNS) + " |"
-    lines = [header, "|" + "---|" * (2 + len(_TABLE_COLUMNS))]
-    for label, count, values in metric_rows(results, buckets, prefix):
+    metrics = reported_metrics(results, prefix)
+    columns = [c for c in _TABLE_COLUMNS if c[0] in metrics]
+    header = "| bucket | n | " + " | ".join(title for _, title, _ in columns) + " |"
+    lines = [header, "|" + "---|" * (2 + len(columns))]
+    for label, count, values in metric_rows(results, buckets, prefix, metrics):
         cells = [label, "-" if count is None else f"{count:.0f}"]
-        cells += ["-" if v is None else f"{v:{fmt}}" for v, (_, _, fmt) in zip(values, _TABLE_COLUMNS, strict=True)]
+        cells += ["-" if v is None else f"{v:{fmt}}" for v, (_, _, fmt) in zip(values, columns, strict=True)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

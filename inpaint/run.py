@@ -42,6 +42,8 @@ def build_model(cfg: DictConfig) -> InpaintModule:
     model = instantiate(cfg.model, buckets=OmegaConf.to_container(cfg.eval.buckets))
     if not isinstance(model, InpaintModule):
         raise ValueError(f"model._target_={cfg.model._target_} is not an inpaint.models.base.InpaintModule")
+    if cfg.eval.get("hole_metrics", False):
+        model.enable_hole_metrics()
     if cfg.get("channels_last"):
         model = model.use_channels_last()
     return model

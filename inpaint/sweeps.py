@@ -21,8 +21,12 @@ from omegaconf import DictConfig
 
 log = logging.getLogger(__name__)
 
-#: metrics read from each job's metrics.json (when present) into the table
-REPORTED = ("val/psnr", "val/ssim", "val/mae", "test/psnr", "test/ssim", "test/mae")
+#: metrics read from each job's metrics.json (when present) into the table; the hole metrics only
+#: exist with eval.hole_metrics=true
+REPORTED = (
+    "val/psnr", "val/ssim", "val/mae", "test/psnr", "test/ssim", "test/mae",
+    "val/mse_hole", "val/l2_paper", "val/maem_hole",
+)
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, str]:

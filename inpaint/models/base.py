@@ -44,6 +44,9 @@ class InpaintModule(L.LightningModule):
         nan_check_every: check the training loss for NaN/Inf every this many steps (1 = every step;
             each check is one host sync, so raise it on GPUs if the sync shows up in a profile;
             0 disables the check).
+
+    The hole metrics (``eval.hole_metrics=true``) are switched on after construction with
+    :meth:`enable_hole_metrics`, so a subclass's ``__init__`` needs no argument for them.
     """
 
     #: inputs are padded to a multiple of this by ``inpaint.predict`` (e.g. 16 for a 4x-downsampling net)
@@ -59,10 +62,25 @@ class InpaintModule(L.LightningModule):
         self.channels_last = False
         self.buckets = tuple(tuple(float(x) for x in b) for b in buckets)
         self.nan_check_every = int(nan_check_every)
+        self.hole_metrics = False
         self.val_metrics = InpaintMetrics(self.buckets)
         self.test_metrics = InpaintMetrics(self.buckets)
         self.test_results: dict[str, float] = {}
         self.val_results: dict[str, float] = {}
+
+    def enable_hole_metrics(self, enabled: bool = True) -> InpaintModule:
+        """``eval.hole_metrics=true``: also score ``mse_hole``, ``l2_paper``, ``l2_paper_255``, ``maem_hole``
+        and ``maem_channel`` (``val/mse_hole``, ``test/l2_paper@10-20``, ...; see
+        :func:`inpaint.metrics.per_image_hole_metrics`).
+
+        Every :class:`~inpaint.metrics.InpaintMetrics` child is rebuilt with the switch (the base class's
+        and any a subclass added, e.g. ISNet's single-pass scores), so call it before evaluating; the
+        metrics' states are not part of the checkpoint."""
+        self.hole_metrics = bool(enabled)
+        for name, child in list(self.named_children()):
+            if isinstance(child, InpaintMetrics):
+                setattr(self, name, InpaintMetrics(child.buckets, hole_metrics=self.hole_metrics))
+        return self
 
     def compile_networks(self, **kwargs) -> InpaintModule:
         """``compile=true``: compile each network in :attr:`compile_targets` in place (``nn.Module.compile``,
