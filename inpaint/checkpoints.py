@@ -90,6 +90,8 @@ def _refuse_other_class(ckpt: dict, path: str | Path, model: torch.nn.Module, mo
     wanted = class_path(model)
     if saved is None or saved == wanted:
         return
+    if option == "init_from" and saved in getattr(model, "init_from_classes", ()):
+        return  # a model that starts from another's weights, e.g. the WGAN context encoder from the L2 one
     hint = _config_name_for(saved, _default_model_conf_dir() if model_conf_dir is None else model_conf_dir)
     fix = f"run with model={hint}" if hint else "choose the matching model= config"
     raise CheckpointMismatchError(
@@ -114,8 +116,9 @@ def load_weights(model: torch.nn.Module, path: str | Path, model_conf_dir: Path 
     """Load the tensors of ``path`` whose names and shapes match ``model`` (weights only: no optimizer or
     step count). Logs and returns which keys loaded, which are missing, unexpected or of another shape.
 
-    A checkpoint written by inpaint for another model class is refused like ``ckpt_path=`` refuses it; a
-    foreign file (no inpaint class entry, e.g. a plain state dict) loads whatever fits."""
+    A checkpoint written by inpaint for another model class is refused like ``ckpt_path=`` refuses it,
+    unless the model lists that class in its ``init_from_classes``; a foreign file (no inpaint class entry,
+    e.g. a plain state dict) loads whatever fits."""
     ckpt = read_checkpoint(path, "init_from")
     _refuse_other_class(ckpt, path, model, model_conf_dir, "init_from")
     state = ckpt.get("state_dict", ckpt)
