@@ -21,11 +21,12 @@ from omegaconf import DictConfig
 
 log = logging.getLogger(__name__)
 
-#: metrics read from each job's metrics.json (when present) into the table; the hole metrics only
-#: exist with eval.hole_metrics=true
+#: metrics read from each job's metrics.json (when present) into the table; a column is shown only when some
+#: job has it (the hole metrics and rec_loss come from the context encoders' Table 1 sweep)
 REPORTED = (
     "val/psnr", "val/ssim", "val/mae", "test/psnr", "test/ssim", "test/mae",
-    "val/mse_hole", "val/l2_paper", "val/maem_hole",
+    "val/rec_loss", "val/l2_paper", "val/mse_hole", "val/maem_hole",
+    "test/rec_loss", "test/l2_paper", "test/mse_hole", "test/maem_hole",
 )
 
 
