@@ -37,7 +37,8 @@ from torch import Tensor
 from inpaint.losses import AdversarialLoss, VGGLoss, feature_matching_loss, hole_normalized_l1
 from inpaint.metrics import DEFAULT_BUCKETS, InpaintMetrics
 from inpaint.models.base import InpaintModule, compose
-from inpaint.nets.isnet import PatchDiscriminator, build_generator, load_official_generator
+from inpaint.models.isnet_weights import load_official_generator
+from inpaint.nets.isnet import PatchDiscriminator, build_generator
 
 log = logging.getLogger(__name__)
 
