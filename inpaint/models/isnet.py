@@ -38,7 +38,8 @@ from inpaint.losses import AdversarialLoss, VGGLoss, feature_matching_loss, hole
 from inpaint.metrics import DEFAULT_BUCKETS, InpaintMetrics
 from inpaint.models.base import compose
 from inpaint.models.gan import GANModule
-from inpaint.nets.isnet import PatchDiscriminator, build_generator, load_official_generator
+from inpaint.models.isnet_weights import load_official_generator
+from inpaint.nets.isnet import PatchDiscriminator, build_generator
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,9 @@
 """Ablation generators of ISNet (spec ``isnet.md`` 2.7): the Base model, Base + FF, and the UNet-like baseline.
 
-Re-exported by :mod:`inpaint.nets.isnet`; build them with ``build_generator(variant, blocks)``. Like the full
-ISNet they take the masked RGB image in [0, 1] (holes 0, no mask channel), return ``(tanh(y) + 1) / 2`` of the
-same size, draw every conv weight from N(0, ``init_std``) with zero biases, and check the input size first.
+Built by name with :func:`inpaint.nets.isnet.build_generator`; made of the blocks of
+:mod:`inpaint.nets.isnet_blocks` (this module imports nothing else of the framework). Like the full ISNet they
+take the masked RGB image in [0, 1] (holes 0, no mask channel), return ``(tanh(y) + 1) / 2`` of the same size,
+draw every conv weight from N(0, ``init_std``) with zero biases, and check the input size first.
 """
 
 from __future__ import annotations
@@ -11,13 +12,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from inpaint.nets.isnet import (
+from inpaint.nets.isnet_blocks import (
     HIGH_RES_WIDTH,
     NUM_PHASES,
     Phase,
     ResBlock,
     Stem,
-    _check_blocks,
+    check_blocks,
     check_size,
     init_weights,
     leaky,
@@ -39,7 +40,7 @@ class ISNetBase(nn.Module):
 
     def __init__(self, blocks: int = 4, init_std: float = 1e-3) -> None:
         super().__init__()
-        _check_blocks(blocks)
+        check_blocks(blocks)
         self.blocks = blocks
         self.stem = Stem(act=leaky)
         self.phases = nn.ModuleList(
@@ -67,7 +68,7 @@ class ISNetBaseFF(nn.Module):
 
     def __init__(self, blocks: int = 4, init_std: float = 1e-3) -> None:
         super().__init__()
-        _check_blocks(blocks)
+        check_blocks(blocks)
         self.blocks = blocks
         self.stem = Stem(act=leaky)
         self.phases = nn.ModuleList(
@@ -106,7 +107,7 @@ class UNetLikeGenerator(nn.Module):
 
     def __init__(self, blocks: int = 4, init_std: float = 1e-3) -> None:
         super().__init__()
-        _check_blocks(blocks)
+        check_blocks(blocks)
         self.blocks = blocks
         widths = (64, 128, 256, 512)
         self.encoder = nn.Sequential(
