@@ -11,7 +11,8 @@ leaves the others running and is recorded as that section's error; each process'
   amp       20 iterations through Lightning under 16-mixed with a scaler that grows every 5 clean steps:
             losses finite, the loss scale moved, and it moved as ONE scaler update per iteration would move
             it (ISNet steps two optimizers; the GAN mechanism updates the scale once, after both steps)
-  overhead  experiments/bench.py's Lightning-vs-plain-loop ratio (SC-NN) on the device, at 64 and 256 px
+  overhead  experiments/bench.py's Lightning-vs-plain-loop ratio on the device: SC-NN at 64 and 256 px, the
+            context encoder and the WGAN context encoder at 32 px, batch 64
   env       GPU name, memory, capability, torch / CUDA / cuDNN / Lightning versions
 
 Times are medians over N timed steps after warm-up ones; every clock read on CUDA follows a
@@ -47,7 +48,7 @@ from isnet_bench import hole_masks, images, run_case  # noqa: E402
 
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
 # seconds per section (the process's start included); together with the set-up they stay under 8 minutes
-BUDGETS = {"latency": 75, "train": 150, "amp": 90, "overhead": 105}
+BUDGETS = {"latency": 75, "train": 150, "amp": 90, "overhead": 125}
 CASE_MARK = "CASE "  # a section prints one line per finished case, so a timeout keeps what finished
 
 
@@ -59,7 +60,11 @@ def sizes(args) -> SimpleNamespace:
     return SimpleNamespace(size=256, blocks=4, images=20, warmup=5, batch=8, steps=10, amp_steps=20,
                            growth_interval=5,
                            overhead=[dict(batch=8, size=64, steps=30, warmup=5, repeats=3),
-                                     dict(batch=8, size=256, steps=20, warmup=5, repeats=3)])
+                                     dict(batch=8, size=256, steps=20, warmup=5, repeats=3),
+                                     # the context encoders at the paper's CIFAR size; ce_wgan: 4 cycles of
+                                     # 10 critic steps + 1 generator step per timed run
+                                     dict(model="context_encoder", batch=64, size=32, steps=30, warmup=5, repeats=2),
+                                     dict(model="ce_wgan", batch=64, size=32, steps=44, warmup=11, repeats=2)])
 
 
 def skip_reason(device: torch.device, precision: str, section: str) -> str | None:
@@ -187,8 +192,9 @@ def section_amp(args, s) -> None:
 
 
 def section_overhead(args, s) -> None:
-    cases = [(f"scnn/b{o['batch']}/{o['size']}px", o, None) for o in s.overhead]
-    each_case(cases, lambda o: overhead("scnn", device=args.device, log=lambda line: print(line, flush=True), **o))
+    cases = [(f"{o.get('model', 'scnn')}/b{o['batch']}/{o['size']}px", {"model": "scnn", **o}, None)
+             for o in s.overhead]
+    each_case(cases, lambda o: overhead(device=args.device, log=lambda line: print(line, flush=True), **o))
 
 
 SECTIONS = {"latency": section_latency, "train": section_train, "amp": section_amp, "overhead": section_overhead}
@@ -284,7 +290,7 @@ def markdown(report: dict) -> str:
                   f"{amp['last_losses']}."]
     ov = ok("overhead")
     if ov:
-        lines += ["", "## Lightning vs plain loop (SC-NN)", "",
+        lines += ["", "## Lightning vs plain loop (SC-NN, context encoder, WGAN context encoder)", "",
                   "| case | plain (ms/step) | Lightning (ms/step) | ratio |", "|---|---|---|---|"]
         lines += [f"| {k} | {c['plain_ms_per_step']:.2f} | {c['lightning_ms_per_step']:.2f} | "
                   f"{c['overhead_ratio_median']:.3f} |" for k, c in ov.items()]
