@@ -159,3 +159,16 @@ def test_cli_trains_ce_wgan(cifar, tmp_path):
     run_dir = proc.stdout.split("Run directory:")[1].split()[0]
     report = json.loads(open(f"{run_dir}/metrics.json").read())
     assert math.isfinite(report["test"]["test/mse_hole"])
+
+
+def test_experiments_and_the_adversarial_weight_sweep_compose(make_cfg):
+    from test_isnet_model import compose_with_hydra
+
+    gan = make_cfg("experiment=ce_gan_cifar", "data.root=/d")
+    assert gan.model._target_.endswith("AdversarialContextEncoder") and gan.model.loss.kind == "nsgan"
+    assert (gan.data.batch_size, gan.trainer.max_steps, gan.eval.hole_metrics) == (64, 70300, True)
+    wgan = make_cfg("experiment=ce_wgan_cifar", "data.root=/d")
+    assert wgan.model.loss.kind == "wgan" and wgan.trainer.max_steps == 12000
+    sweep = compose_with_hydra("hparams_search=ce_adv_weight", "experiment=ce_wgan_cifar", "data.root=/d")
+    assert sweep.hydra.sweeper.params["model.alpha"] == "0.99,0.999,0.9999"
+    assert sweep.model.gan.clip == 0.01
