@@ -124,7 +124,9 @@ class LastCheckpoint(Checkpoint):
     validation, so saving before it would drop one validation from a resumed run.
 
     The file is written to ``last.ckpt.tmp`` and renamed, so a kill during the write leaves the previous
-    ``last.ckpt`` intact. Its state holds the random states of the process (torch, CUDA, numpy,
+    ``last.ckpt`` intact. The loggers are flushed with it, and once more when the next step starts:
+    Lightning hands a step's metrics to the loggers just after ``on_train_batch_end``, so a kill in the
+    moment between the two loses that one row. Its state holds the random states of the process (torch, CUDA, numpy,
     Python), restored when training starts again; together with the resumable data order
     (:mod:`inpaint.data.resumable`) a resumed run continues exactly as the uninterrupted one. Under DDP
     the states of rank 0 are stored and restored on every rank (they are equal when every rank is seeded
@@ -144,7 +146,7 @@ class LastCheckpoint(Checkpoint):
         self.filename = filename
         self._saved_step = -1
         self._since = time.monotonic()
-        self._after_validation = False
+        self._flush_pending = False
         self._rng_to_restore: dict[str, Any] | None = None
 
     @property
@@ -188,6 +190,20 @@ class LastCheckpoint(Checkpoint):
                 return  # on_validation_end saves after it
             self.save(trainer)
 
+    def _flush_loggers(self, trainer: L.Trainer) -> None:
+        if self._flush_pending:
+            self._flush_pending = False
+            for logger in trainer.loggers:
+                logger.save()
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        # Lightning hands a batch's metrics to the loggers just after on_train_batch_end, so the row of the
+        # step a checkpoint was taken at reaches the disk here, before the next step runs
+        self._flush_loggers(trainer)
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._flush_loggers(trainer)
+
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit":
             return
@@ -206,6 +222,7 @@ class LastCheckpoint(Checkpoint):
         if trainer.is_global_zero:
             os.replace(tmp, self.path)
         self.last_model_path = str(self.path)
+        self._flush_pending = True
         self._saved_step = trainer.global_step
         self._since = time.monotonic()
         log.debug("saved %s at step %d", self.path, trainer.global_step)

@@ -237,6 +237,14 @@ def test_sigkill_then_resume_matches_the_uninterrupted_run(tmp_path):
     deadline = time.monotonic() + 240
     while not last.exists() and killed.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
+    # the loggers receive a step's metrics just after the checkpoint of that step; LastCheckpoint flushes
+    # them when the next step starts: kill once that row is on disk (any moment after it is fair)
+    csv_file = tmp_path / "killed" / "csv" / "metrics.csv"
+    step = _state(last)["global_step"]
+    while killed.poll() is None and time.monotonic() < deadline and not (
+        csv_file.exists() and f",{step - 1}," in csv_file.read_text()
+    ):
+        time.sleep(0.005)
     killed.send_signal(signal.SIGKILL)
     assert killed.wait(timeout=60) == -signal.SIGKILL
     saved_step = _state(last)["global_step"]

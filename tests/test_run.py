@@ -73,6 +73,8 @@ def test_every_config_file_composes_and_builds(make_cfg, photos, tmp_path):
                     extra.append(f"mask.root={photos}")
             if (group, f.stem) == ("mask", "nvidia"):
                 extra.append(f"mask.root={photos}")  # any images read as masks
+            if group == "model" and f.stem in ("context_encoder", "ce_gan", "ce_wgan"):
+                extra += ["data.image_size=32", "mask=cifar_center"]  # their only geometry at this size
             cfg = make_cfg(f"{group}={f.stem}", *extra)
             build_model(cfg)
             build_datamodule(cfg)
