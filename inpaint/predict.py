@@ -183,9 +183,7 @@ def predict(cfg: DictConfig) -> list[Path]:
     device = pick_device(cfg.device)
     model = load_model(cfg.get("ckpt_path"), cfg.get("model"), cfg.get("weights")).to(device).eval()
     if cfg.get("pra") is not None:
-        if not hasattr(model, "pra_enabled"):
-            raise ValueError(f"pra={cfg.pra}: {type(model).__name__} has no progressive reconstruction (ISNet has)")
-        model.pra_enabled = bool(cfg.pra)
+        model.configure_inference(pra=bool(cfg.pra))  # a model without PRA refuses it by name
     in_path, out_dir = Path(cfg.input), Path(cfg.output)
     if not in_path.exists():
         raise FileNotFoundError(f"input={in_path} does not exist (give an image file or a folder of images)")

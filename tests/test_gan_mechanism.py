@@ -103,18 +103,12 @@ def test_amp_updates_the_scale_once_per_optimizer_step(tmp_path):
     from lightning.pytorch.plugins.precision import MixedPrecision
 
     events = []
-
-    class SpyScaler(torch.amp.GradScaler):
-        def step(self, optimizer, *args, **kwargs):
-            events.append("step")
-            return super().step(optimizer, *args, **kwargs)
-
-        def update(self, *args, **kwargs):
-            events.append("update")
-            return super().update(*args, **kwargs)
-
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
+    for name in ("step", "update"):  # record every call, in order
+        method = getattr(scaler, name)
+        setattr(scaler, name, lambda *a, _n=name, _m=method, **k: (events.append(_n), _m(*a, **k))[1])
     model = TinyGAN(n_critic=2)
-    plugin = MixedPrecision("16-mixed", "cpu", scaler=SpyScaler("cpu", init_scale=2.0**8))
+    plugin = MixedPrecision("16-mixed", "cpu", scaler=scaler)
     trainer = fit(model, max_steps=2, tmp_path=tmp_path, plugins=[plugin])
     assert trainer.global_step == 2
     # critic-only step: step, update; critic step + generator step: step, update, step, update

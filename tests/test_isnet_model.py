@@ -335,3 +335,14 @@ def test_ddp_cpu_trains_isnet_with_one_backward_per_step(tmp_path):
     proc = run_cli("inpaint.run", *ISNET, "trainer=ddp_cpu", "model.generator.variant=base",
                    f"paths.log_dir={tmp_path / 'base'}", cwd=tmp_path, timeout=600)
     assert proc.returncode == 1 and "ddp_find_unused_parameters_true" in proc.stderr
+
+
+def test_inference_options_are_a_model_hook():
+    """predict's pra= goes through configure_inference: ISNet switches PRA, a model without it refuses by name."""
+    from inpaint.models.biharmonic import BiharmonicModule
+
+    model = small_isnet()
+    model.configure_inference(pra=True)
+    assert model.pra_enabled
+    with pytest.raises(ValueError, match="BiharmonicModule has no inference option pra=True"):
+        BiharmonicModule().configure_inference(pra=True)

@@ -119,6 +119,14 @@ class InpaintModule(L.LightningModule):
         """Fill the holes of ``image`` (mask 1 = hole); known pixels are returned unchanged."""
         return compose(self(image, mask).clamp(0.0, 1.0), image, mask)
 
+    def configure_inference(self, **options) -> None:
+        """Choose among a model's inference procedures by option (e.g. ISNet's ``pra=True``), for callers
+        such as ``inpaint.predict`` that know no model; a model without an option refuses it by name."""
+        if options:
+            raise ValueError(
+                f"{type(self).__name__} has no inference option {', '.join(f'{k}={v}' for k, v in options.items())}"
+            )
+
     # ----------------------------------------------------------------------------------- evaluation
     def _eval_step(self, batch: dict, metrics: InpaintMetrics) -> Tensor:
         image, mask = batch["image"], batch["mask"]

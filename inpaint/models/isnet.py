@@ -152,6 +152,12 @@ class ISNetModule(GANModule):
             return self.progressive_inpaint(image, mask)
         return super().inpaint(image, mask)
 
+    def configure_inference(self, pra: bool | None = None, **options) -> None:
+        """``pra=True`` / ``False``: inpaint with or without the Progressive Reconstruction Algorithm."""
+        super().configure_inference(**options)
+        if pra is not None:
+            self.pra_enabled = bool(pra)
+
     @property
     def eval_variants(self) -> dict[str, str]:
         """Result columns of the evaluation report: label -> key prefix after ``<stage>/``."""
