@@ -21,17 +21,16 @@ from inpaint.loggers import log_image
 
 log = logging.getLogger(__name__)
 
-GRID_COLUMNS = ("masked input", "mask", "prediction", "composite", "ground truth")
+GRID_COLUMNS = ("masked input", "mask", "composite", "ground truth")
 
 
-def make_grid(image: torch.Tensor, mask: torch.Tensor, prediction: torch.Tensor, composite: torch.Tensor,
-              pad: int = 2) -> np.ndarray:
+def make_grid(image: torch.Tensor, mask: torch.Tensor, composite: torch.Tensor, pad: int = 2) -> np.ndarray:
     """One row per sample, columns :data:`GRID_COLUMNS`; holes drawn white in the masked input and mask.
 
     All tensors are on the CPU in [0,1]; returns an ``HxWx3`` uint8 array."""
     mask3 = mask.expand_as(image)
     masked = image * (1 - mask3) + mask3
-    cols = [masked, mask3, prediction.clamp(0, 1), composite.clamp(0, 1), image]
+    cols = [masked, mask3, composite.clamp(0, 1), image]
     b, _, h, w = image.shape
     n = len(cols)
     grid = torch.ones(3, b * (h + pad) + pad, n * (w + pad) + pad)
@@ -70,10 +69,9 @@ class ImageGrids(L.Callback):
         if batch is None:
             return
         image, mask = (t.to(pl_module.device) for t in (batch["image"], batch["mask"]))
-        with torch.no_grad():
-            prediction = pl_module(image, mask).float()
-            composite = pl_module.inpaint(image, mask).float()
-        grid = make_grid(*(t.detach().float().cpu() for t in (image, mask, prediction, composite)))
+        with pl_module.inference_context():  # one fill per sample: a procedure may be expensive
+            composite = pl_module.inpaint(image, mask).detach().float()
+        grid = make_grid(*(t.detach().float().cpu() for t in (image, mask, composite)))
         self.dirpath.mkdir(parents=True, exist_ok=True)
         path = self.dirpath / f"step={trainer.global_step:06d}.png"
         Image.fromarray(grid).save(path)

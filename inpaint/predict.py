@@ -163,7 +163,6 @@ def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str = "reflect") -> tu
     return x, (h, w)
 
 
-@torch.no_grad()
 def inpaint_file(model: InpaintModule, image: np.ndarray, mask: np.ndarray, device: torch.device,
                  dilate: int = 0, pad_mode: str = "reflect") -> np.ndarray:
     """Inpaint one ``HxWx3`` uint8 image with a ``HxW`` hole mask (1 = hole); returns uint8 ``HxWx3``."""
@@ -174,7 +173,8 @@ def inpaint_file(model: InpaintModule, image: np.ndarray, mask: np.ndarray, devi
     multiple = max(1, int(getattr(model, "size_multiple", 1)))
     img_p, (h, w) = pad_to_multiple(img, multiple, pad_mode)
     msk_p, _ = pad_to_multiple(msk, multiple, "replicate" if pad_mode == "reflect" else pad_mode)
-    out = model.inpaint(img_p, msk_p)[..., :h, :w]  # known pixels come back exactly as given
+    with model.inference_context():  # gradient-free unless the model's procedure needs autograd
+        out = model.inpaint(img_p, msk_p).detach()[..., :h, :w]  # known pixels come back exactly as given
     return (out[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
 
 

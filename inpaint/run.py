@@ -79,7 +79,8 @@ def check_accelerator(cfg: DictConfig) -> None:
         )
 
 
-def build_trainer(cfg: DictConfig) -> L.Trainer:
+def build_trainer(cfg: DictConfig, model: InpaintModule | None = None) -> L.Trainer:
+    """The configured Trainer; a ``model`` whose inference needs autograd gets ``inference_mode=False``."""
     check_accelerator(cfg)
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
@@ -87,7 +88,8 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
         callbacks.append(StepProgressBar())  # step/max_steps instead of "Epoch 2/-2"
     if cfg.trainer.get("enable_model_summary", True) and not any(isinstance(c, ModelSummary) for c in callbacks):
         callbacks.append(ModelSummary(max_depth=1))  # logged, so run.log has it (the rich one is only drawn)
-    return instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+    extra = {"inference_mode": False} if getattr(model, "inference_needs_grad", False) else {}
+    return instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, **extra)
 
 
 def _checkpoint_callback(trainer: L.Trainer) -> ModelCheckpoint | None:
@@ -138,7 +140,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         )
 
     datamodule = build_datamodule(cfg)
-    trainer = build_trainer(cfg)
+    trainer = build_trainer(cfg, model)
     if cfg.get("compile"):
         model.compile_networks()
 

@@ -55,6 +55,11 @@ class InpaintModule(L.LightningModule):
     trainable: bool = True
     #: names of the submodules (networks) that ``compile=true`` compiles
     compile_targets: tuple[str, ...] = ()
+    #: True for an inference procedure that needs autograd (e.g. per-image optimisation of a latent):
+    #: evaluation, the grids and ``inpaint.predict`` then run ``inpaint`` with gradients enabled, and
+    #: ``inpaint.run`` builds the trainer with ``inference_mode=False`` (inference tensors cannot be saved
+    #: for backward); everything else stays gradient-free
+    inference_needs_grad: bool = False
 
     def __init__(self, buckets: Sequence[Sequence[float]] = DEFAULT_BUCKETS, nan_check_every: int = 1) -> None:
         super().__init__()
@@ -119,6 +124,10 @@ class InpaintModule(L.LightningModule):
         """Fill the holes of ``image`` (mask 1 = hole); known pixels are returned unchanged."""
         return compose(self(image, mask).clamp(0.0, 1.0), image, mask)
 
+    def inference_context(self):
+        """The autograd context ``inpaint`` runs in outside training (see :attr:`inference_needs_grad`)."""
+        return torch.enable_grad() if self.inference_needs_grad else torch.no_grad()
+
     def configure_inference(self, **options) -> None:
         """Choose among a model's inference procedures by option (e.g. ISNet's ``pra=True``), for callers
         such as ``inpaint.predict`` that know no model; a model without an option refuses it by name."""
@@ -130,7 +139,8 @@ class InpaintModule(L.LightningModule):
     # ----------------------------------------------------------------------------------- evaluation
     def _eval_step(self, batch: dict, metrics: InpaintMetrics) -> Tensor:
         image, mask = batch["image"], batch["mask"]
-        composite = self.inpaint(image, mask)
+        with self.inference_context():
+            composite = self.inpaint(image, mask).detach()
         metrics.update(composite.float(), image.float(), mask.float())
         return composite
 

@@ -1,0 +1,71 @@
+"""A model whose inference procedure needs autograd (as GAN inversion will) runs through evaluation,
+``task=test``, the grid callback and ``inpaint.predict``; every other model stays gradient-free there."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from conftest import tiny
+
+from inpaint.models.base import InpaintModule, compose
+from inpaint.predict import inpaint_file
+from inpaint.run import run
+
+CALLS: list[bool] = []
+
+
+class GradientFill(InpaintModule):
+    """Fills each hole by a few gradient steps pulling a free fill towards the mean known colour: an
+    inference procedure that needs autograd (and fails without it)."""
+
+    trainable = False
+    inference_needs_grad = True
+
+    def __init__(self, steps: int = 5, buckets=((0.0, 1.0),)) -> None:
+        super().__init__(buckets=buckets, nan_check_every=0)
+        self.steps = steps
+
+    def forward(self, image, mask):
+        return self.inpaint(image, mask)
+
+    def inpaint(self, image, mask):
+        CALLS.append(torch.is_grad_enabled() and not torch.is_inference_mode_enabled())
+        known = (image * (1 - mask)).sum((2, 3), keepdim=True) / (1 - mask).sum((2, 3), keepdim=True).clamp_min(1)
+        fill = torch.zeros_like(image, requires_grad=True)
+        for _ in range(self.steps):
+            loss = ((fill - known) ** 2 * mask).sum()
+            (grad,) = torch.autograd.grad(loss, fill)
+            fill = (fill - 0.25 * grad).detach().requires_grad_(True)
+        return compose(fill.detach(), image, mask)
+
+    def configure_optimizers(self):
+        return None
+
+
+def test_task_test_and_grids_run_the_procedure_with_gradients(make_cfg, tmp_path):
+    CALLS.clear()
+    cfg = make_cfg(*tiny("biharmonic"), "task=test", "model=biharmonic",
+                   "model._target_=test_inference_grad.GradientFill", "logger=none", out=tmp_path / "run")
+    results = run(cfg)
+    assert math.isfinite(results["test/psnr"]) and CALLS and all(CALLS)
+
+
+def test_predict_runs_the_procedure_with_gradients_and_others_without():
+    CALLS.clear()
+    image = np.random.default_rng(0).integers(0, 255, (20, 24, 3), dtype=np.uint8)
+    mask = np.zeros((20, 24), np.float32)
+    mask[5:12, 6:15] = 1
+    out = inpaint_file(GradientFill().eval(), image, mask, torch.device("cpu"))
+    assert CALLS == [True] and out.shape == image.shape
+    assert (out[mask == 0] == image[mask == 0]).all()  # known pixels untouched
+
+    class Plain(InpaintModule):
+        def forward(self, image, mask):
+            CALLS.append(torch.is_grad_enabled())
+            return image
+
+    CALLS.clear()
+    inpaint_file(Plain().eval(), image, mask, torch.device("cpu"))
+    assert CALLS == [False]
