@@ -42,6 +42,7 @@ def build_model(cfg: DictConfig) -> InpaintModule:
     model = instantiate(cfg.model, buckets=OmegaConf.to_container(cfg.eval.buckets))
     if not isinstance(model, InpaintModule):
         raise ValueError(f"model._target_={cfg.model._target_} is not an inpaint.models.base.InpaintModule")
+    model.inference_seed = int(cfg.seed)  # per-sample randomness of stochastic fills (sample_generators)
     if cfg.eval.get("hole_metrics", False):
         model.enable_hole_metrics()
     if cfg.get("channels_last"):
@@ -166,7 +167,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         results = dict(model.test_results)
 
     if trainer.is_global_zero:
-        write_report(cfg, out_dir, results, model.val_results, test_ckpt, getattr(model, "eval_variants", None))
+        write_report(cfg, out_dir, results, model.val_results, test_ckpt, model.eval_variants)
     # validation numbers for sweepers: the checkpoint's monitored best, else the last validation
     summary = {**model.val_results, **results}
     cb = _checkpoint_callback(trainer)

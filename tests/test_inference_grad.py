@@ -69,3 +69,18 @@ def test_predict_runs_the_procedure_with_gradients_and_others_without():
     CALLS.clear()
     inpaint_file(Plain().eval(), image, mask, torch.device("cpu"))
     assert CALLS == [False]
+
+
+def test_per_sample_generators_depend_on_the_sample_not_its_batch(make_cfg):
+    from inpaint.run import build_model
+
+    model = build_model(make_cfg(*tiny("biharmonic"), "model=biharmonic", "seed=7"))
+    assert model.inference_seed == 7
+
+    def draws(index):
+        return [torch.rand(3, generator=g) for g in model.sample_generators(torch.tensor(index))]
+
+    a, b = draws([4, 9, 2]), draws([2, 4])  # another batch, order and size
+    assert torch.equal(a[0], b[1]) and torch.equal(a[2], b[0]) and not torch.equal(a[0], a[1])
+    model.inference_seed = 8
+    assert not torch.equal(draws([4])[0], a[0])  # the run seed matters too

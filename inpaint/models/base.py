@@ -14,6 +14,7 @@ import logging
 from collections.abc import Sequence
 
 import lightning as L
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -72,6 +73,9 @@ class InpaintModule(L.LightningModule):
         self.test_metrics = InpaintMetrics(self.buckets)
         self.test_results: dict[str, float] = {}
         self.val_results: dict[str, float] = {}
+        #: the run seed (``inpaint.run`` sets it from ``seed``) that :meth:`sample_generators` combines with
+        #: each sample's index
+        self.inference_seed = 0
 
     def enable_hole_metrics(self, enabled: bool = True) -> InpaintModule:
         """``eval.hole_metrics=true``: also score ``mse_hole``, ``l2_paper``, ``l2_paper_255``, ``maem_hole``
@@ -123,6 +127,22 @@ class InpaintModule(L.LightningModule):
     def inpaint(self, image: Tensor, mask: Tensor) -> Tensor:
         """Fill the holes of ``image`` (mask 1 = hole); known pixels are returned unchanged."""
         return compose(self(image, mask).clamp(0.0, 1.0), image, mask)
+
+    @property
+    def eval_variants(self) -> dict[str, str]:
+        """Inference procedures scored side by side: column label -> key prefix after ``<stage>/`` (e.g.
+        ISNet with and without PRA). Empty: one procedure, no comparison table in the report."""
+        return {}
+
+    def sample_generators(self, index: Tensor, device: torch.device | str = "cpu") -> list[torch.Generator]:
+        """One random generator per sample for a stochastic inference procedure (sampled pixels, random
+        latent starts), seeded by ``(inference_seed, index)`` only: a sample gets the same fill whatever its
+        batch, its place in the batch, the batch size or the DDP rank. ``index`` is the batch's ``index``."""
+        gens = []
+        for i in index.tolist():
+            seed = int(np.random.SeedSequence([self.inference_seed, int(i)]).generate_state(1, np.uint64)[0] >> 1)
+            gens.append(torch.Generator(device=device).manual_seed(seed))
+        return gens
 
     def inference_context(self):
         """The autograd context ``inpaint`` runs in outside training (see :attr:`inference_needs_grad`)."""
