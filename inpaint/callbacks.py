@@ -227,7 +227,7 @@ class LastCheckpoint(Checkpoint):
         return self.path
 
     def state_dict(self) -> dict[str, Any]:
-        return {"rng": rng_states(), "last_model_path": self.last_model_path}
+        return {"rng": rng_states()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._rng_to_restore = state_dict.get("rng")

@@ -127,18 +127,18 @@ def setup_logging() -> None:
     logging.captureWarnings(True)
 
 
-def _file_handlers() -> list[logging.FileHandler]:
-    return [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
+def _to_log_files(logger: str, level: int, text: str, exc_info=None) -> None:
+    """Write one record to the log file(s) only (the console has it already, or Hydra prints it)."""
+    record = logging.getLogger(logger).makeRecord(logger, level, "", 0, text, None, exc_info)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 def echo(text: str, logger: str = "inpaint", file=None) -> None:
     """Print ``text`` to the console (stdout, or ``file``) and record it in the run's log file."""
     print(text, file=file or sys.stdout, flush=True)
-    record = logging.getLogger(logger).makeRecord(
-        logger, logging.ERROR if file is sys.stderr else logging.INFO, "", 0, text, None, None
-    )
-    for handler in _file_handlers():
-        handler.handle(record)
+    _to_log_files(logger, logging.ERROR if file is sys.stderr else logging.INFO, text)
 
 
 def report_user_error(e: BaseException, logger: str) -> int:
@@ -162,11 +162,7 @@ def guarded(job: Callable, logger: str) -> Callable:
             sys.exit(report_user_error(e, logger))
         except Exception:
             # Hydra prints the traceback to the console; keep it in the log file too
-            record = logging.getLogger(logger).makeRecord(
-                logger, logging.ERROR, "", 0, "the run failed:", None, sys.exc_info()
-            )
-            for handler in _file_handlers():
-                handler.handle(record)
+            _to_log_files(logger, logging.ERROR, "the run failed:", sys.exc_info())
             raise
 
     return task
