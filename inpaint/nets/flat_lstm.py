@@ -25,10 +25,13 @@ Choices made here:
 * ``channel_indicator=True`` appends a 3-d one-hot of the channel (R, G or B) of the token being predicted to every
   input, so the LSTM need not count steps modulo 3 to know which colour it is predicting.
 
-:meth:`RowFlattenedLSTM.fill` keeps the LSTM state instead of re-reading the image for every sub-pixel: the
-known prefix goes through in one call, each token that is a hole in some image of the batch is one step (its
-decoded value becomes the next input), each run of tokens known in every image is one chunked call, and the walk
-stops at the last hole token, since nothing after it can change a hole value.
+:meth:`RowFlattenedLSTM.fill` keeps the LSTM state instead of re-reading the image for every sub-pixel. It walks
+over the tokens that are a hole in at least one image of the batch, in order. For each it feeds, in one LSTM call,
+every step not fed yet up to the step that reads the token just before it: that is a single step when the previous
+token was a hole token too, and otherwise the run of tokens known in every image (at first the whole known prefix)
+plus that step. The last output gives the token's logits; the images with a hole there get the decoder's value,
+the others keep their ground truth, and either becomes the next input. The walk stops after the last hole token,
+since nothing after it can change a hole value.
 """
 
 from __future__ import annotations
