@@ -58,7 +58,9 @@ class ImageGrids(L.Callback):
             if dataset is None or self.num_samples <= 0:
                 return None
             items = [dataset[i] for i in range(min(self.num_samples, len(dataset)))]
-            self._batch = {k: torch.stack([it[k] for it in items]) for k in ("image", "mask")}
+            self._batch = {k: torch.stack([torch.as_tensor(it[k]) for it in items]) for k in ("image", "mask")}
+            # each sample's identity, so a stochastic procedure fills it as in the evaluation
+            self._batch["index"] = torch.as_tensor([int(it.get("index", i)) for i, it in enumerate(items)])
         return self._batch
 
     @rank_zero_only
@@ -68,9 +70,9 @@ class ImageGrids(L.Callback):
         batch = self._samples(trainer)
         if batch is None:
             return
-        image, mask = (t.to(pl_module.device) for t in (batch["image"], batch["mask"]))
-        with pl_module.inference_context():  # one fill per sample: a procedure may be expensive
-            composite = pl_module.inpaint(image, mask).detach().float()
+        image, mask, index = (batch[k].to(pl_module.device) for k in ("image", "mask", "index"))
+        # one fill per sample (a procedure may be expensive), in the model's inference context
+        composite = pl_module.timed_inpaint(image, mask, index)[0].float()
         grid = make_grid(*(t.detach().float().cpu() for t in (image, mask, composite)))
         self.dirpath.mkdir(parents=True, exist_ok=True)
         path = self.dirpath / f"step={trainer.global_step:06d}.png"

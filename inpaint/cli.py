@@ -22,6 +22,7 @@ from pathlib import Path
 
 import hydra
 from hydra.errors import InstantiationException
+from omegaconf import OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from inpaint.checkpoints import CheckpointMismatchError
@@ -176,3 +177,8 @@ class ConsoleFormatter(logging.Formatter):
         if record.levelno >= logging.WARNING:
             return f"{record.levelname.lower()}: {text}"
         return text
+
+
+def plain(node) -> dict:
+    """A config mapping (or None) as a plain, resolved dict."""
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node or {})

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import logging
 import math
+import time
 from pathlib import Path
 
 import hydra
@@ -23,9 +24,10 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
+from tqdm.auto import tqdm
 
 from inpaint.checkpoints import CheckpointMismatchError, read_checkpoint
-from inpaint.cli import CONF_DIR, echo, guarded
+from inpaint.cli import CONF_DIR, echo, guarded, plain
 from inpaint.data.io import IMAGE_EXTENSIONS, list_images, read_image
 from inpaint.data.mask_files import HOLE_VALUES, read_mask_file
 from inpaint.models.base import CHECKPOINT_CLASS_KEY, InpaintModule
@@ -164,8 +166,9 @@ def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str = "reflect") -> tu
 
 
 def inpaint_file(model: InpaintModule, image: np.ndarray, mask: np.ndarray, device: torch.device,
-                 dilate: int = 0, pad_mode: str = "reflect") -> np.ndarray:
-    """Inpaint one ``HxWx3`` uint8 image with a ``HxW`` hole mask (1 = hole); returns uint8 ``HxWx3``."""
+                 dilate: int = 0, pad_mode: str = "reflect", index: int = 0) -> np.ndarray:
+    """Inpaint one ``HxWx3`` uint8 image with a ``HxW`` hole mask (1 = hole); returns uint8 ``HxWx3``.
+    ``index`` is the image's identity for a stochastic procedure (with the model's ``inference_seed``)."""
     img = torch.from_numpy(image).permute(2, 0, 1)[None].float().div(255.0).to(device)
     msk = torch.from_numpy(mask)[None, None].float().to(device)
     if dilate > 0:
@@ -173,8 +176,9 @@ def inpaint_file(model: InpaintModule, image: np.ndarray, mask: np.ndarray, devi
     multiple = max(1, int(getattr(model, "size_multiple", 1)))
     img_p, (h, w) = pad_to_multiple(img, multiple, pad_mode)
     msk_p, _ = pad_to_multiple(msk, multiple, "replicate" if pad_mode == "reflect" else pad_mode)
-    with model.inference_context():  # gradient-free unless the model's procedure needs autograd
-        out = model.inpaint(img_p, msk_p).detach()[..., :h, :w]  # known pixels come back exactly as given
+    # in the model's inference context (gradient-free unless its procedure needs autograd)
+    out = model.timed_inpaint(img_p, msk_p, torch.tensor([index], device=device))[0]
+    out = out[..., :h, :w]  # known pixels come back exactly as given
     return (out[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
 
 
@@ -182,15 +186,18 @@ def predict(cfg: DictConfig) -> list[Path]:
     """Run the whole job; returns the written composite paths."""
     device = pick_device(cfg.device)
     model = load_model(cfg.get("ckpt_path"), cfg.get("model"), cfg.get("weights")).to(device).eval()
-    if cfg.get("pra") is not None:
-        model.configure_inference(pra=bool(cfg.pra))  # a model without PRA refuses it by name
+    # a model refuses a procedure or option it does not have, by name
+    model.configure_inference(procedure=cfg.get("procedure"), **plain(cfg.get("inference")))
+    model.inference_seed = int(cfg.get("seed", 0))
     in_path, out_dir = Path(cfg.input), Path(cfg.output)
     if not in_path.exists():
         raise FileNotFoundError(f"input={in_path} does not exist (give an image file or a folder of images)")
     images = [in_path] if in_path.is_file() else list_images(in_path)
     masks = [None] * len(images) if str(cfg.mask) == ALPHA_MASK else pair_masks(images, in_path, Path(cfg.mask))
     written = []
-    for img_path, mask_path in zip(images, masks, strict=True):
+    bar = tqdm(total=len(images), desc=f"inpaint ({model.procedure})", unit="image", disable=len(images) < 2,
+               dynamic_ncols=True)
+    for number, (img_path, mask_path) in enumerate(zip(images, masks, strict=True)):
         image, mask = read_input(img_path, mask_path, cfg.mask_hole, cfg.mask_threshold)
         if mask.shape != image.shape[:2]:
             if not cfg.resize_mask:
@@ -199,8 +206,9 @@ def predict(cfg: DictConfig) -> list[Path]:
                     f"{image.shape[1]}x{image.shape[0]}: give a mask of the image's size, or resize_mask=true"
                 )
             mask = np.asarray(Image.fromarray(mask).resize(image.shape[1::-1], Image.NEAREST))
+        start = time.perf_counter()
         try:
-            result = inpaint_file(model, image, mask, device, int(cfg.dilate), cfg.pad_mode)
+            result = inpaint_file(model, image, mask, device, int(cfg.dilate), cfg.pad_mode, index=number)
         except ValueError as e:  # a model refusing this input: say which file it was
             raise ValueError(f"image {img_path} with mask {mask_path or ALPHA_MASK}: {e}") from e
         rel = img_path.relative_to(in_path) if in_path.is_dir() else Path(img_path.name)
@@ -210,8 +218,11 @@ def predict(cfg: DictConfig) -> list[Path]:
         if cfg.save_masked:
             masked = (image * (1 - mask[..., None])).astype(np.uint8)
             Image.fromarray(masked).save(dest.with_name(dest.stem + "_masked.png"))
-        log.info("%s + %s -> %s (hole %.1f %%)", img_path, mask_path or ALPHA_MASK, dest, 100 * float(mask.mean()))
+        log.info("%s + %s -> %s (hole %.1f %%, %.2f s)", img_path, mask_path or ALPHA_MASK, dest,
+                 100 * float(mask.mean()), time.perf_counter() - start)
         written.append(dest)
+        bar.update()
+    bar.close()
     echo(f"inpainted {len(written)} image(s) on {device} -> {out_dir.resolve()}", "inpaint.predict")
     return written
 

@@ -28,7 +28,16 @@ from omegaconf import DictConfig, OmegaConf
 
 from inpaint.callbacks import StepProgressBar
 from inpaint.checkpoints import check_checkpoint_class, load_weights
-from inpaint.cli import CONF_DIR, USER_ERRORS, echo, guarded, instantiate, report_user_error, user_message
+from inpaint.cli import (
+    CONF_DIR,
+    USER_ERRORS,
+    echo,
+    guarded,
+    instantiate,
+    plain,
+    report_user_error,
+    user_message,
+)
 from inpaint.loggers import log_metric_table
 from inpaint.metrics import bucket_name, comparison_table, metrics_table
 from inpaint.models.base import InpaintModule
@@ -45,6 +54,12 @@ def build_model(cfg: DictConfig) -> InpaintModule:
     model.inference_seed = int(cfg.seed)  # per-sample randomness of stochastic fills (sample_generators)
     if cfg.eval.get("hole_metrics", False):
         model.enable_hole_metrics()
+    compare = cfg.eval.get("compare")
+    model.configure_inference(
+        procedure=cfg.eval.get("procedure"),
+        compare=None if compare is None else list(compare),
+        **plain(cfg.eval.get("inference")),
+    )
     if cfg.get("channels_last"):
         model = model.use_channels_last()
     return model
@@ -167,7 +182,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
         results = dict(model.test_results)
 
     if trainer.is_global_zero:
-        write_report(cfg, out_dir, results, model.val_results, test_ckpt, model.eval_variants)
+        write_report(cfg, out_dir, results, model.val_results, test_ckpt, model.eval_variants, model.procedure,
+                     model.fill_seconds.get("test"))
     # validation numbers for sweepers: the checkpoint's monitored best, else the last validation
     summary = {**model.val_results, **results}
     cb = _checkpoint_callback(trainer)
@@ -222,17 +238,27 @@ def test_per_bucket(
 
 
 def write_report(
-    cfg: DictConfig, out_dir: Path, test: dict, val: dict, ckpt: str | None, variants: dict[str, str] | None = None
+    cfg: DictConfig,
+    out_dir: Path,
+    test: dict,
+    val: dict,
+    ckpt: str | None,
+    variants: dict[str, str] | None = None,
+    procedure: str | None = None,
+    seconds_per_image: float | None = None,
 ) -> None:
     """``metrics.json`` (every number) and ``metrics.md`` (the per-bucket table) in the run dir.
 
     ``variants`` (label -> key prefix, from a model that scores several inference procedures, e.g. ISNet
-    with and without PRA) adds a side-by-side table shaped like ISNet's Table 5."""
+    with and without PRA) adds a side-by-side table shaped like ISNet's Table 5; ``procedure`` is the
+    inference procedure the main numbers come from, ``seconds_per_image`` its mean fill time in the test."""
     out_dir.mkdir(parents=True, exist_ok=True)
     buckets = [tuple(b) for b in cfg.eval.buckets]
     report = {
         "model": cfg.model._target_,
         "task": cfg.task,
+        "procedure": procedure,
+        "seconds_per_image": seconds_per_image,
         "checkpoint": str(ckpt) if ckpt else None,
         "protocol": "per_bucket" if cfg.eval.get("per_bucket") else "pooled",
         "test": test,
@@ -246,7 +272,8 @@ def write_report(
         else "one test run, images grouped by their mask's hole ratio"
     )
     header = (
-        f"# Test metrics\n\nmodel: `{cfg.model._target_}`  \ncheckpoint: `{ckpt}`  \nbuckets: {protocol}\n\n"
+        f"# Test metrics\n\nmodel: `{cfg.model._target_}`  \ninference procedure: `{procedure}`  \n"
+        f"checkpoint: `{ckpt}`  \nbuckets: {protocol}\n\n"
     )
     side = ""
     if variants and len(variants) > 1:

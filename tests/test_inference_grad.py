@@ -17,8 +17,8 @@ CALLS: list[bool] = []
 
 
 class GradientFill(InpaintModule):
-    """Fills each hole by a few gradient steps pulling a free fill towards the mean known colour: an
-    inference procedure that needs autograd (and fails without it)."""
+    """Fills each hole by gradient steps pulling a free fill towards the mean known colour: an inference procedure
+    that needs autograd (and fails without it), with a step budget (``steps``, an inference option)."""
 
     trainable = False
     inference_needs_grad = True
@@ -27,11 +27,22 @@ class GradientFill(InpaintModule):
         super().__init__(buckets=buckets, nan_check_every=0)
         self.steps = steps
 
-    def forward(self, image, mask):
-        return self.inpaint(image, mask)
+    def inference_procedures(self) -> dict:
+        return {"descend": self.descend}
 
-    def inpaint(self, image, mask):
-        CALLS.append(torch.is_grad_enabled() and not torch.is_inference_mode_enabled())
+    def inference_options(self) -> tuple[str, ...]:
+        return ("steps",)
+
+    def configure_inference(self, procedure=None, compare=None, steps: int | None = None, **options) -> None:
+        super().configure_inference(procedure=procedure, compare=compare, **options)
+        if steps is not None:
+            self.steps = int(steps)
+
+    def forward(self, image, mask):
+        return self.descend(image, mask)
+
+    def descend(self, image, mask, index=None):
+        CALLS.append((torch.is_grad_enabled() and not torch.is_inference_mode_enabled(), self.steps))
         known = (image * (1 - mask)).sum((2, 3), keepdim=True) / (1 - mask).sum((2, 3), keepdim=True).clamp_min(1)
         fill = torch.zeros_like(image, requires_grad=True)
         for _ in range(self.steps):
@@ -47,9 +58,11 @@ class GradientFill(InpaintModule):
 def test_task_test_and_grids_run_the_procedure_with_gradients(make_cfg, tmp_path):
     CALLS.clear()
     cfg = make_cfg(*tiny("biharmonic"), "task=test", "model=biharmonic",
-                   "model._target_=test_inference_grad.GradientFill", "logger=none", out=tmp_path / "run")
+                   "model._target_=test_inference_grad.GradientFill", "logger=none", "+eval.inference.steps=3",
+                   out=tmp_path / "run")
     results = run(cfg)
-    assert math.isfinite(results["test/psnr"]) and CALLS and all(CALLS)
+    assert math.isfinite(results["test/psnr"]) and CALLS and all(grad for grad, _ in CALLS)
+    assert {steps for _, steps in CALLS} == {3}  # the budget reached the procedure
 
 
 def test_predict_runs_the_procedure_with_gradients_and_others_without():
@@ -58,17 +71,17 @@ def test_predict_runs_the_procedure_with_gradients_and_others_without():
     mask = np.zeros((20, 24), np.float32)
     mask[5:12, 6:15] = 1
     out = inpaint_file(GradientFill().eval(), image, mask, torch.device("cpu"))
-    assert CALLS == [True] and out.shape == image.shape
+    assert CALLS == [(True, 5)] and out.shape == image.shape
     assert (out[mask == 0] == image[mask == 0]).all()  # known pixels untouched
 
     class Plain(InpaintModule):
         def forward(self, image, mask):
-            CALLS.append(torch.is_grad_enabled())
+            CALLS.append((torch.is_grad_enabled(), None))
             return image
 
     CALLS.clear()
     inpaint_file(Plain().eval(), image, mask, torch.device("cpu"))
-    assert CALLS == [False]
+    assert CALLS == [(False, None)]
 
 
 def test_per_sample_generators_depend_on_the_sample_not_its_batch(make_cfg):

@@ -266,7 +266,7 @@ def test_authors_weights_are_evaluated_and_used_by_predict(make_cfg, tmp_path):
     hole[5:35, 5:40] = 255
     Image.fromarray(hole).save(masks / "a.png")
     out_dir = tmp_path / "out"
-    proc = run_cli("inpaint.predict", "model=isnet", f"weights={path}", "pra=true", f"input={photos}",
+    proc = run_cli("inpaint.predict", "model=isnet", f"weights={path}", "procedure=pra", f"input={photos}",
                    f"mask={masks}", f"output={out_dir}", "device=cpu", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = np.asarray(Image.open(out_dir / "a.png"))
@@ -337,12 +337,20 @@ def test_ddp_cpu_trains_isnet_with_one_backward_per_step(tmp_path):
     assert proc.returncode == 1 and "ddp_find_unused_parameters_true" in proc.stderr
 
 
-def test_inference_options_are_a_model_hook():
-    """predict's pra= goes through configure_inference: ISNet switches PRA, a model without it refuses by name."""
+def test_pra_is_one_named_procedure_among_the_public_hooks():
+    """PRA is ISNet's procedure ``pra`` next to ``single``: chosen and compared through configure_inference
+    (what run's eval.procedure / eval.compare and predict's procedure= call); other models refuse it by name."""
     from inpaint.models.biharmonic import BiharmonicModule
 
-    model = small_isnet()
-    model.configure_inference(pra=True)
-    assert model.pra_enabled
-    with pytest.raises(ValueError, match="BiharmonicModule has no inference option pra=True"):
-        BiharmonicModule().configure_inference(pra=True)
+    model = small_isnet().eval()
+    assert list(model.inference_procedures()) == ["single", "pra"] and model.procedure == "single"
+    assert model.eval_variants == {}
+    model.configure_inference(procedure="pra")
+    assert model.procedure == "pra" and model.eval_variants == {}
+    model.configure_inference(compare=["single"])
+    assert model.eval_variants == {"ISNet": "single/", "ISNet+PRA": ""}
+    assert small_isnet(pra={"enabled": True}).eval_variants == {"ISNet": "single/", "ISNet+PRA": ""}
+    with pytest.raises(ValueError, match="'pra' is not one of BiharmonicModule's: forward"):
+        BiharmonicModule().configure_inference(procedure="pra")
+    with pytest.raises(ValueError, match="BiharmonicModule has no inference option temperature=0.5"):
+        BiharmonicModule().configure_inference(temperature=0.5)

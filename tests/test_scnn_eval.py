@@ -14,8 +14,8 @@ from inpaint.run import run
 def test_scnn_validation_scores_what_inpaint_returns_and_logs_its_extras(make_cfg, tmp_path, monkeypatch):
     original = SCNNModule.inpaint
 
-    def oracle(self, image, mask):
-        original(self, image, mask)  # the real procedure runs (and leaves its raw prediction) ...
+    def oracle(self, image, mask, index=None):
+        original(self, image, mask, index)  # the real procedure runs (and leaves its raw prediction) ...
         return image.clone()  # ... but the scored composite is the ground truth: MAE must be exactly 0
 
     monkeypatch.setattr(SCNNModule, "inpaint", oracle)

@@ -3,20 +3,25 @@
 Model API (DESIGN.md section 3):
   ``forward(image, mask) -> prediction`` ``[B,3,H,W]`` in [0,1] (before compositing);
   ``inpaint(image, mask) -> composite = pred*mask + image*(1-mask)``.
-Validation, test and ``inpaint.predict`` all go through ``inpaint``, so a method with its own inference
-procedure (PRA, autoregressive fill, GAN inversion) overrides ``inpaint`` and is scored like the rest.
+Validation, test, the image grids and ``inpaint.predict`` all go through ``inpaint``, which runs one of the
+model's named inference procedures (:meth:`InpaintModule.inference_procedures`: ``forward`` by default; ISNet's
+``pra``, a density model's ``argmax`` / ``sample`` / ``mean`` decoding, GAN inversion), so every procedure is
+scored like the rest and several of one model can be scored side by side (``eval.compare``).
 The mask is 1 = hole everywhere outside a model; a paper with the opposite polarity converts inside.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
 
 from inpaint.loggers import log_metric_table
 from inpaint.metrics import DEFAULT_BUCKETS, InpaintMetrics
@@ -24,6 +29,8 @@ from inpaint.metrics import DEFAULT_BUCKETS, InpaintMetrics
 log = logging.getLogger(__name__)
 
 CHECKPOINT_CLASS_KEY = "inpaint_model_class"
+#: a test batch whose fill takes longer than this is reported in the log (the per-image time of long procedures)
+LONG_BATCH_SECONDS = 2.0
 
 
 def compose(prediction: Tensor, image: Tensor, mask: Tensor) -> Tensor:
@@ -76,6 +83,12 @@ class InpaintModule(L.LightningModule):
         #: the run seed (``inpaint.run`` sets it from ``seed``) that :meth:`sample_generators` combines with
         #: each sample's index
         self.inference_seed = 0
+        #: fill time per image of validation / test (logged as ``<stage>/seconds_per_image``; the last value in
+        #: :attr:`fill_seconds`)
+        self.fill_time = nn.ModuleDict({"val": MeanMetric(), "test": MeanMetric()})
+        self.fill_seconds: dict[str, float] = {}
+        #: scores of the compared procedures, ``<stage>_<name>`` (made on first use)
+        self.procedure_metrics = nn.ModuleDict()
 
     def enable_hole_metrics(self, enabled: bool = True) -> InpaintModule:
         """``eval.hole_metrics=true``: also score ``mse_hole``, ``l2_paper``, ``l2_paper_255``, ``maem_hole``
@@ -89,6 +102,7 @@ class InpaintModule(L.LightningModule):
         for name, child in list(self.named_children()):
             if isinstance(child, InpaintMetrics):
                 setattr(self, name, InpaintMetrics(child.buckets, hole_metrics=self.hole_metrics))
+        self.procedure_metrics = nn.ModuleDict()
         return self
 
     def compile_networks(self, **kwargs) -> InpaintModule:
@@ -124,14 +138,100 @@ class InpaintModule(L.LightningModule):
         """The corrupted image a model sees: holes zeroed."""
         return image * (1.0 - mask)
 
-    def inpaint(self, image: Tensor, mask: Tensor) -> Tensor:
-        """Fill the holes of ``image`` (mask 1 = hole); known pixels are returned unchanged."""
+    def inpaint(self, image: Tensor, mask: Tensor, index: Tensor | None = None) -> Tensor:
+        """Fill the holes of ``image`` (mask 1 = hole) with the active inference procedure (:attr:`procedure`);
+        known pixels are returned unchanged. ``index`` (the batch's ``index``: each sample's identity) seeds a
+        stochastic procedure per sample (:meth:`sample_generators`); without it the samples count 0, 1, ..."""
+        return self.run_procedure(self.procedure, image, mask, index)
+
+    def run_procedure(self, name: str, image: Tensor, mask: Tensor, index: Tensor | None = None) -> Tensor:
+        """The composite of inference procedure ``name`` (one of :meth:`inference_procedures`)."""
+        procedures = self.inference_procedures()
+        if name not in procedures:
+            raise ValueError(
+                f"{type(self).__name__} has no inference procedure {name!r}; choose one of {', '.join(procedures)}"
+            )
+        if index is None:
+            index = torch.arange(image.shape[0], device=image.device)
+        return procedures[name](image, mask, index)
+
+    def inpaint_forward(self, image: Tensor, mask: Tensor, index: Tensor | None = None) -> Tensor:
+        """The one-pass procedure: the prediction of ``forward``, clamped and composited."""
         return compose(self(image, mask).clamp(0.0, 1.0), image, mask)
+
+    # ----------------------------------------------------------------------------------- inference procedures
+    def inference_procedures(self) -> dict[str, Callable[[Tensor, Tensor, Tensor], Tensor]]:
+        """The model's inference procedures by name, each ``(image, mask, index) -> composite``; the first is
+        the default. A method with more than one pass (ISNet's PRA, pixel-by-pixel decoding, GAN inversion)
+        adds its own; generic code (run, predict, callbacks) only ever goes through these names."""
+        return {"forward": self.inpaint_forward}
+
+    @property
+    def procedure(self) -> str:
+        """The procedure ``inpaint`` runs: chosen by :meth:`configure_inference`, else the model's default."""
+        chosen = getattr(self, "_procedure", None)
+        return chosen if chosen is not None else self.default_procedure()
+
+    def default_procedure(self) -> str:
+        return next(iter(self.inference_procedures()))
+
+    @property
+    def compared_procedures(self) -> tuple[str, ...]:
+        """Procedures scored next to :attr:`procedure` in validation and test (keys ``<stage>/<name>/psnr``)."""
+        chosen = getattr(self, "_compare", None)
+        names = self.default_compare() if chosen is None else chosen
+        return tuple(n for n in names if n != self.procedure)
+
+    def default_compare(self) -> tuple[str, ...]:
+        return ()
+
+    def configure_inference(
+        self, procedure: str | None = None, compare: Sequence[str] | None = None, **options: Any
+    ) -> None:
+        """Choose the inference procedure (``procedure=``), the ones scored side by side with it
+        (``compare=[...]``; ``[]`` none) and the model's inference options (e.g. a density model's
+        ``temperature``, a step budget). ``inpaint.run`` passes ``eval.procedure`` / ``eval.compare`` /
+        ``eval.inference``, ``inpaint.predict`` its ``procedure=`` / ``inference.*``; a model refuses an option
+        it does not have, by name. A subclass with options handles its own and passes the rest up."""
+        if options:
+            raise ValueError(
+                f"{type(self).__name__} has no inference option {', '.join(f'{k}={v}' for k, v in options.items())}"
+                f" (it has {', '.join(self.inference_options()) or 'none'})"
+            )
+        names = self.inference_procedures()
+        for name in ([procedure] if procedure is not None else []) + list(compare or []):
+            if name not in names:
+                raise ValueError(
+                    f"inference procedure {name!r} is not one of {type(self).__name__}'s: {', '.join(names)}"
+                )
+        if procedure is not None:
+            self._procedure = str(procedure)
+        if compare is not None:
+            self._compare = tuple(str(n) for n in compare)
+
+    def inference_options(self) -> tuple[str, ...]:
+        """Names of the options :meth:`configure_inference` accepts besides ``procedure`` and ``compare``."""
+        return ()
+
+    def _procedure_metrics(self, stage: str, name: str) -> InpaintMetrics:
+        key = f"{stage}_{name}"
+        if key not in self.procedure_metrics:
+            self.procedure_metrics[key] = InpaintMetrics(self.buckets, hole_metrics=self.hole_metrics).to(self.device)
+        return self.procedure_metrics[key]
 
     @property
     def eval_variants(self) -> dict[str, str]:
-        """Inference procedures scored side by side: column label -> key prefix after ``<stage>/`` (e.g.
-        ISNet with and without PRA). Empty: one procedure, no comparison table in the report."""
+        """Inference procedures scored side by side: column label -> key prefix after ``<stage>/`` (the
+        active procedure's keys have none). Empty: one procedure, no comparison table in the report."""
+        compared = self.compared_procedures
+        if not compared:
+            return {}
+        labels = self.procedure_labels()
+        return {labels.get(name, name): "" if name == self.procedure else f"{name}/"
+                for name in self.inference_procedures() if name == self.procedure or name in compared}
+
+    def procedure_labels(self) -> dict[str, str]:
+        """Column labels of the side-by-side table (procedure name -> label); unnamed ones show their name."""
         return {}
 
     def sample_generators(self, index: Tensor, device: torch.device | str = "cpu") -> list[torch.Generator]:
@@ -148,31 +248,62 @@ class InpaintModule(L.LightningModule):
         """The autograd context ``inpaint`` runs in outside training (see :attr:`inference_needs_grad`)."""
         return torch.enable_grad() if self.inference_needs_grad else torch.no_grad()
 
-    def configure_inference(self, **options) -> None:
-        """Choose among a model's inference procedures by option (e.g. ISNet's ``pra=True``), for callers
-        such as ``inpaint.predict`` that know no model; a model without an option refuses it by name."""
-        if options:
-            raise ValueError(
-                f"{type(self).__name__} has no inference option {', '.join(f'{k}={v}' for k, v in options.items())}"
-            )
-
     # ----------------------------------------------------------------------------------- evaluation
-    def _eval_step(self, batch: dict, metrics: InpaintMetrics) -> Tensor:
-        image, mask = batch["image"], batch["mask"]
+    def timed_inpaint(self, image: Tensor, mask: Tensor, index: Tensor | None = None,
+                      procedure: str | None = None) -> tuple[Tensor, float]:
+        """``inpaint`` (or another procedure) in the inference context, detached; also its wall time in
+        seconds (CUDA work is waited for)."""
+        sync = image.is_cuda and torch.cuda.is_available()
+        if sync:
+            torch.cuda.synchronize(image.device)
+        start = time.perf_counter()
         with self.inference_context():
-            composite = self.inpaint(image, mask).detach()
+            if procedure is None or procedure == self.procedure:
+                composite = self.inpaint(image, mask, index).detach()
+            else:
+                composite = self.run_procedure(procedure, image, mask, index).detach()
+        if sync:
+            torch.cuda.synchronize(image.device)
+        return composite, time.perf_counter() - start
+
+    def _eval_step(self, batch: dict, stage: str) -> Tensor:
+        """Score the active procedure (and each compared one) on a batch; record the fill time per image."""
+        image, mask, index = batch["image"], batch["mask"], batch.get("index")
+        composite, seconds = self.timed_inpaint(image, mask, index)
+        n = image.shape[0]
+        self.fill_time[stage].update(seconds / n, weight=n)
+        level = logging.INFO if stage == "test" and seconds > LONG_BATCH_SECONDS else logging.DEBUG
+        log.log(level, "%s: %d image(s) filled by %s in %.2f s (%.3f s/image)", stage, n, self.procedure, seconds,
+                seconds / n)
+        metrics = self.val_metrics if stage == "val" else self.test_metrics
         metrics.update(composite.float(), image.float(), mask.float())
+        for name in self.compared_procedures:
+            other, _ = self.timed_inpaint(image, mask, index, procedure=name)
+            self._procedure_metrics(stage, name).update(other.float(), image.float(), mask.float())
         return composite
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step(batch, self.val_metrics)
+        self._eval_step(batch, "val")
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step(batch, self.test_metrics)
+        self._eval_step(batch, "test")
 
     def _finish_eval(self, stage: str, metrics: InpaintMetrics) -> dict[str, float]:
         results = {f"{stage}/{k}": float(v) for k, v in metrics.compute().items()}
         metrics.reset()
+        for name in self.compared_procedures:
+            other = self._procedure_metrics(stage, name)
+            results.update({f"{stage}/{name}/{k}": float(v) for k, v in other.compute().items()})
+            other.reset()
+        timer = self.fill_time[stage]
+        if timer.update_count:
+            # logged, and kept apart from the scores: two runs of one model on the same images must compare equal
+            seconds = self.fill_seconds[stage] = float(timer.compute())
+            self.log(f"{stage}/seconds_per_image", seconds, sync_dist=False)
+            if stage == "test" and not self.trainer.sanity_checking:
+                log.info("%s: %d image(s) filled by %s, %.4f s per image", stage, results.get(f"{stage}/count", 0),
+                         self.procedure, seconds)
+        timer.reset()
         headline = f"{stage}/psnr"
         scalars = {k: v for k, v in results.items() if "/count" not in k and k != headline}
         # compute() already reduced across processes: no further sync

@@ -226,19 +226,17 @@ class ContextEncoderModule(ContextEncoderBase):
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
-    def _score(self, batch: dict, metrics, rec: MeanMetric) -> None:
+    def _score(self, batch: dict, stage: str, rec: MeanMetric) -> None:
         image, mask = batch["image"], batch["mask"]
         self.check_geometry(image, mask)
-        window = self.predict_window(image, mask)
-        rec.update(self.reconstruction_loss(window, image), weight=image.shape[0])
-        composite = self.paste(image, from_model_range(window).clamp(0.0, 1.0))
-        metrics.update(composite.float(), image.float(), mask.float())
+        rec.update(self.reconstruction_loss(self.predict_window(image, mask), image), weight=image.shape[0])
+        self._eval_step(batch, stage)  # the composite, scored like every model's (a second pass of a small net)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._score(batch, self.val_metrics, self.val_rec)
+        self._score(batch, "val", self.val_rec)
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._score(batch, self.test_metrics, self.test_rec)
+        self._score(batch, "test", self.test_rec)
 
     def _finish_rec(self, stage: str, rec: MeanMetric, results: dict[str, float]) -> dict[str, float]:
         value = rec.compute()

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from inpaint.losses import AdversarialLoss, VGGLoss, feature_matching_loss, hole_normalized_l1
-from inpaint.metrics import DEFAULT_BUCKETS, InpaintMetrics
+from inpaint.metrics import DEFAULT_BUCKETS
 from inpaint.models.base import compose
 from inpaint.models.gan import GANModule
 from inpaint.models.isnet_weights import load_official_generator
@@ -124,9 +124,6 @@ class ISNetModule(GANModule):
         self._vgg: list[VGGLoss] = []  # built on first use, kept out of the state dict (frozen, not trained)
         # last PRA call: extra passes per image (for logs and tests)
         self.last_pra_passes: Tensor | None = None
-        # single-pass scores next to the PRA scores (Table 5): <stage>/single/psnr, ...
-        self.val_single = InpaintMetrics(self.buckets)
-        self.test_single = InpaintMetrics(self.buckets)
         if official_weights:
             self.load_official(official_weights)
         self.attach_ema()
@@ -147,23 +144,19 @@ class ISNetModule(GANModule):
         """One generator pass on the masked image (holes zeroed; no mask channel, as in the paper)."""
         return self.eval_generator(self.masked_input(image, mask))
 
-    def inpaint(self, image: Tensor, mask: Tensor) -> Tensor:
-        if self.pra_enabled:
-            return self.progressive_inpaint(image, mask)
-        return super().inpaint(image, mask)
+    def inference_procedures(self) -> dict:
+        """``single``: one generator pass; ``pra``: the Progressive Reconstruction Algorithm."""
+        return {"single": self.inpaint_forward, "pra": self.progressive_inpaint}
 
-    def configure_inference(self, pra: bool | None = None, **options) -> None:
-        """``pra=True`` / ``False``: inpaint with or without the Progressive Reconstruction Algorithm."""
-        super().configure_inference(**options)
-        if pra is not None:
-            self.pra_enabled = bool(pra)
+    def default_procedure(self) -> str:
+        return "pra" if self.pra_enabled else "single"
 
-    @property
-    def eval_variants(self) -> dict[str, str]:
-        """Result columns of the evaluation report: label -> key prefix after ``<stage>/``."""
-        if self.pra_enabled and self.pra_compare:
-            return {"ISNet": "single/", "ISNet+PRA": ""}
-        return {}
+    def procedure_labels(self) -> dict[str, str]:
+        return {"single": "ISNet", "pra": "ISNet+PRA"}  # the columns of the paper's Table 5
+
+    def default_compare(self) -> tuple[str, ...]:
+        # Table 5: with PRA on, the single pass is scored next to it (<stage>/single/psnr, ...)
+        return ("single",) if self.pra_enabled and self.pra_compare else ()
 
     def dilate_valid(self, valid: Tensor) -> Tensor:
         """Grow the valid region (1) with a flat ``kernel x kernel`` square: holes shrink by kernel//2 px a side."""
@@ -171,19 +164,18 @@ class ISNetModule(GANModule):
         return kornia.morphology.dilation(valid, kernel)
 
     @torch.no_grad()
-    def progressive_inpaint(self, image: Tensor, mask: Tensor, return_single: bool = False):
+    def progressive_inpaint(self, image: Tensor, mask: Tensor, index: Tensor | None = None) -> Tensor:
         """PRA (spec 6.1), batched: each image runs its own number of extra passes.
 
         One pass; then, while an image's hole fraction is above ``threshold`` (and at most ``max_passes``
         times), its valid region is dilated and the generator re-runs on its previous composite; the newly
         valid ring keeps the previous composite (the authors' final code; the paper's Algorithm 1 would paste
-        the ground truth there). ``return_single=True`` also returns the first pass's composite.
+        the ground truth there). ``index`` is unused: PRA is deterministic.
         """
         generator = self.eval_generator
         valid = (mask <= 0.5).to(image.dtype)
         first = generator(image * valid).clamp(0.0, 1.0)
         composite = compose(first, image, 1.0 - valid)
-        single = composite
         passes = torch.zeros(image.shape[0], dtype=torch.long, device=image.device)
         for _ in range(self.pra_max_passes):
             hole_fraction = 1.0 - valid.flatten(1).mean(dim=1)
@@ -199,28 +191,7 @@ class ISNetModule(GANModule):
         self.last_pra_passes = passes
         # the known pixels of the input are returned exactly, whatever the passes did
         composite = compose(composite, image, mask)
-        return (composite, single) if return_single else composite
-
-    # ----------------------------------------------------------------------------------- evaluation
-    def _eval_step(self, batch: dict, metrics: InpaintMetrics) -> Tensor:
-        if not (self.pra_enabled and self.pra_compare):
-            return super()._eval_step(batch, metrics)
-        image, mask = batch["image"], batch["mask"]
-        composite, single = self.progressive_inpaint(image, mask, return_single=True)
-        metrics.update(composite.float(), image.float(), mask.float())
-        other = self.val_single if metrics is self.val_metrics else self.test_single
-        other.update(single.float(), image.float(), mask.float())
         return composite
-
-    def _finish_eval(self, stage: str, metrics: InpaintMetrics) -> dict[str, float]:
-        results = super()._finish_eval(stage, metrics)
-        if self.pra_enabled and self.pra_compare:
-            single = self.val_single if stage == "val" else self.test_single
-            extra = {f"{stage}/single/{k}": float(v) for k, v in single.compute().items()}
-            single.reset()
-            self.log_dict({k: v for k, v in extra.items() if "/count" not in k}, sync_dist=False)
-            results.update(extra)
-        return results
 
     # ----------------------------------------------------------------------------------- training
     def _vgg_loss(self) -> VGGLoss:

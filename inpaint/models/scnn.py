@@ -79,7 +79,7 @@ class SCNNModule(InpaintModule):
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         # scored through inpaint() like every model; the paper's full-image MSE uses the raw prediction
-        self._eval_step(batch, self.val_metrics)
+        self._eval_step(batch, "val")
         self.log("val/mse_full", F.mse_loss(self.last_prediction.float(), batch["image"]), sync_dist=True)
         self.log("val/spike_rate", self.net.last_spike_rate, sync_dist=True)
 
