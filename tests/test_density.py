@@ -52,9 +52,9 @@ def photos(n: int = 4, h: int = 12, w: int = 10) -> torch.Tensor:
 # ----------------------------------------------------------------------------------- training runs
 @pytest.mark.parametrize("model", list(TINY_NETS))
 def test_each_model_trains_and_is_evaluated_through_run(model, cifar, make_cfg, tmp_path):
-    cfg = make_cfg(*tiny(), f"experiment={model}_cifar", *cifar, *net_overrides(model), "logger=none",
+    cfg = make_cfg(*tiny("density"), f"experiment={model}_cifar", *cifar, *net_overrides(model), "logger=none",
                    "trainer.max_steps=2", "trainer.val_check_interval=2", "trainer.limit_val_batches=null",
-                   "data.batch_size=4", "+trainer.enable_progress_bar=false")
+                   "data.batch_size=4")
     results = run(cfg)
     for key in ("test/psnr", "test/nll_bpd", "test/nll_bpd_hole", "test/mse_hole", "test/maem_hole"):
         assert math.isfinite(results[key]), key
@@ -80,21 +80,22 @@ def test_experiments_compose_with_the_spec_schedules(make_cfg):
 def test_cli_test_with_sample_decoding_is_reproducible_per_seed(cifar, tmp_path):
     """``task=test`` of a trained checkpoint with ``eval.procedure=sample``: the same seed gives the same
     numbers, another seed other fills; the log reports the fill time per image."""
-    common = [*tiny(), "experiment=pixelcnn_cifar", *cifar, *net_overrides("pixelcnn"), "logger=none",
+    common = [*tiny("density"), "experiment=pixelcnn_cifar", *cifar, *net_overrides("pixelcnn"), "logger=none",
               "eval.grid_samples=0", "data.batch_size=4"]
-    fit = run_cli("inpaint.run", *common, f"paths.output_dir={tmp_path / 'fit'}", cwd=tmp_path)
+    fit = run_cli("inpaint.run", *common, f"hydra.run.dir={tmp_path / 'fit'}", cwd=tmp_path)
     assert fit.returncode == 0, fit.stderr[-3000:]
     ckpt = tmp_path / "fit" / "checkpoints" / "best.ckpt"
 
     def sampled(seed: int, name: str, *extra: str) -> dict:
         proc = run_cli("inpaint.run", *common, "task=test", f"ckpt_path={ckpt}", "eval.procedure=sample",
-                       f"seed={seed}", f"paths.output_dir={tmp_path / name}", *extra, cwd=tmp_path)
+                       f"seed={seed}", f"hydra.run.dir={tmp_path / name}", *extra, cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr[-3000:]
         return json.loads((tmp_path / name / "metrics.json").read_text())
 
     a, b = sampled(1, "a"), sampled(1, "b", "data.batch_size=3")  # another batch size, same fills
     c = sampled(2, "c", "+eval.inference.temperature=1.5", "eval.compare=[argmax]")
-    assert a["procedure"] == "sample" and a["test"]["test/mse_hole"] == b["test"]["test/mse_hole"]
+    # the same fills (sums accumulated over other batches differ in the last bits only)
+    assert a["procedure"] == "sample" and a["test"]["test/mse_hole"] == pytest.approx(b["test"]["test/mse_hole"], 1e-9)
     assert c["test"]["test/mse_hole"] != a["test"]["test/mse_hole"]
     assert "test/argmax/psnr" in c["test"]  # the greedy fill scored side by side
     md = (tmp_path / "c" / "metrics.md").read_text()
@@ -103,7 +104,7 @@ def test_cli_test_with_sample_decoding_is_reproducible_per_seed(cifar, tmp_path)
 
 
 def test_predict_fills_a_photo_with_a_non_centre_mask(cifar, make_cfg, tmp_path):
-    cfg = make_cfg(*tiny(), "model=row_lstm", *cifar, *net_overrides("row_lstm"), "logger=none",
+    cfg = make_cfg(*tiny("density"), "model=row_lstm", *cifar, *net_overrides("row_lstm"), "logger=none",
                    "eval.grid_samples=0", "test_after_fit=false")
     run(cfg)
     photo = photo_like(1, 5, 20, 26)[0]
@@ -128,7 +129,7 @@ def test_predict_fills_a_photo_with_a_non_centre_mask(cifar, make_cfg, tmp_path)
 
 
 def test_predict_refuses_an_option_the_model_does_not_have(cifar, make_cfg, tmp_path):
-    cfg = make_cfg(*tiny(), "model=pixelcnn", *cifar, *net_overrides("pixelcnn"), "logger=none",
+    cfg = make_cfg(*tiny("density"), "model=pixelcnn", *cifar, *net_overrides("pixelcnn"), "logger=none",
                    "eval.grid_samples=0", "test_after_fit=false", "trainer.max_steps=1")
     run(cfg)
     Image.fromarray(photo_like(1, 5, 16, 16)[0]).save(tmp_path / "p.png")

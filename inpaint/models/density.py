@@ -157,7 +157,7 @@ class DensityModule(InpaintModule):
         training = self.net.training
         self.net.eval()  # decoding is deterministic: no dropout, whatever mode the caller left the module in
         try:
-            filled = self.net.fill(quantize(image.float()), hole, decoder)
+            filled = self.net.fill(quantize(image), hole, decoder)
         finally:
             self.net.train(training)
         return compose(filled.to(image.dtype), image, (hole[:, None]).to(image.dtype))
