@@ -42,8 +42,9 @@ Fast fills (``fill``; the network is causal, so rows below the row being generat
   rows above reach row ``r`` only through each direction's hidden state of row ``r-1``, which is final while row
   ``r`` is generated. The fill caches those per block, and within a hole row steps the forward direction left to
   right one pixel at a time (a pixel's state needs only its left neighbour's ``(h, c)``, the cached ``h`` above
-  and the cached reverse output above): O(K) work per sub-pixel, plus one O(K*W) row pass per row to advance the
-  cache, including the reverse direction, once the row is final.
+  and the cached reverse output above): O(K) work per sub-pixel. Per hole row, one such step for each column up to
+  the row's last hole column carries the left state once a pixel is final, and one O(K*W) pass over the final row
+  (both directions) advances the cache.
 
 Both fills choose exactly the values of :func:`~inpaint.nets.autoregressive.naive_fill` (up to floating-point
 rounding of the same sums in another order; the tests compare them in float64).
