@@ -42,8 +42,9 @@ Fast fills (``fill``; the network is causal, so rows below the row being generat
   rows above reach row ``r`` only through each direction's hidden state of row ``r-1``, which is final while row
   ``r`` is generated. The fill caches those per block, and within a hole row steps the forward direction left to
   right one pixel at a time (a pixel's state needs only its left neighbour's ``(h, c)``, the cached ``h`` above
-  and the cached reverse output above): O(K) work per sub-pixel, plus one O(K*W) row pass per row to advance the
-  cache, including the reverse direction, once the row is final.
+  and the cached reverse output above): O(K) work per sub-pixel. Per hole row, one such step for each column up to
+  the row's last hole column carries the left state once a pixel is final, and one O(K*W) pass over the final row
+  (both directions) advances the cache.
 
 Both fills choose exactly the values of :func:`~inpaint.nets.autoregressive.naive_fill` (up to floating-point
 rounding of the same sums in another order; the tests compare them in float64).
@@ -228,14 +229,14 @@ class _DiagonalLSTM(nn.Module):
         zero neighbours, no s-s bias) keeps a zero state, which is the zero left boundary; positions right of a
         row's end are computed but never read by a pixel."""
         N, _, n, W = gates.shape
-        skewed = _skew(gates)
-        above = F.pad(above, (0, n - 1))  # row 0 of the band sits at skewed column = image column
-        h = gates.new_zeros(N, above.shape[1], n)
+        skewed = _skew(gates).movedim(-1, 0).contiguous()  # [W+n-1,N,4h,n]: each step reads a contiguous column
+        above = F.pad(above, (0, n - 1)).movedim(-1, 0)[:, :, :, None]  # row 0 sits at skewed column = column
+        h = gates.new_zeros(N, above.shape[2], n)
         c = torch.zeros_like(h)
         out = []
-        for j in range(skewed.shape[-1]):
-            up_left = torch.cat([above[:, :, j : j + 1], h], dim=2)  # entry i+1's upper neighbour is entry i
-            h, c = _lstm(skewed[..., j] + self.s_s(up_left), c)
+        for j in range(skewed.shape[0]):
+            up_left = torch.cat([above[j], h], dim=2)  # entry i+1's upper neighbour is entry i
+            h, c = _lstm(skewed[j] + self.s_s(up_left), c)
             out.append(h)
         return _unskew(torch.stack(out, dim=-1), W)
 
