@@ -136,6 +136,7 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--json", type=Path, help="write the results here")
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    p.add_argument("--masks", nargs="+", default=["center", "nvidia"], choices=["center", "nvidia"])
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--size", type=int, default=32)
     p.add_argument("--repeats", type=int, default=3)
@@ -150,8 +151,9 @@ def main(argv: list[str] | None = None) -> dict:
     x = smooth_images(args.batch, args.size).to(device)
     irregular, source = irregular_holes(args.batch, args.size, args.nvidia_root)
     holes = {"center": center_holes(args.batch, args.size).to(device), "nvidia": irregular.to(device)}
+    holes = {kind: holes[kind] for kind in args.masks}
     results: dict = {"_setup": {
-        "batch": args.batch, "size": args.size, "repeats": args.repeats, "naive_pixels": args.naive_pixels,
+        "batch": args.batch, "masks": args.masks, "size": args.size, "repeats": args.repeats, "naive_pixels": args.naive_pixels,
         "nvidia_masks": source, "device": str(device), "threads": torch.get_num_threads(),
         "torch": torch.__version__, "machine": platform.machine(), "processor": platform.processor(),
     }}

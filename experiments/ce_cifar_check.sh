@@ -16,10 +16,9 @@
 set -euo pipefail
 images=${1:?usage: $0 CIFAR_IMAGES [OUT]}
 out=${2:-outputs/ce_cifar_check}
-common=(data=folder "data.root=$images" data.image_size=32 data.resize_short=null data.batch_size=32
-        +data.eval_batch_size=64 data.num_workers=1 mask=cifar_center eval.hole_metrics=true
-        "eval.buckets=[[0.05,0.1]]" trainer.limit_val_batches=8 trainer.limit_test_batches=32 eval.grid_samples=8
-        "paths.log_dir=$out" logger=csv)
+val_batches=8
+# shellcheck source=experiments/cifar_check_common.sh
+source "$(dirname "$0")/cifar_check_common.sh"
 ce=(model.overlap=4 model.generator.decoder=deconv)
 python -m inpaint.run "${common[@]}" model=context_encoder "${ce[@]}" trainer.max_steps=1500 \
     trainer.val_check_interval=500 hydra.run.dir="$out/context_encoder"

@@ -77,6 +77,16 @@ def test_experiments_compose_with_the_spec_schedules(make_cfg):
     assert make_cfg("model=row_lstm").model.net.hidden == 96
 
 
+def test_default_sizes_have_the_documented_parameter_counts(make_cfg):
+    """The counts in the README's table (the default model configs)."""
+    from omegaconf import OmegaConf
+
+    want = {"pixelcnn": 142_592, "row_lstm": 1_616_832, "diag_bilstm": 1_470_912, "flat_row_lstm": 99_072}
+    for model, count in want.items():
+        net = OmegaConf.to_container(make_cfg(f"model={model}").model.net)
+        assert sum(p.numel() for p in DensityModule(net=net).net.parameters()) == count, model
+
+
 def test_cli_test_with_sample_decoding_is_reproducible_per_seed(cifar, tmp_path):
     """``task=test`` of a trained checkpoint with ``eval.procedure=sample``: the same seed gives the same
     numbers, another seed other fills; the log reports the fill time per image."""

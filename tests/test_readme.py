@@ -118,6 +118,10 @@ def test_cookbook_command(cmd, workspace, make_cfg, tmp_path, monkeypatch):
         assert len(written) == 5 and all(p.is_file() for p in written)
         return
     default = "isnet" if "hparams_search=isnet_loss_weights" in args else "scnn"
+    experiment = next((a.split("=", 1)[1] for a in args if a.startswith("experiment=")), None)
+    if experiment:  # the model the experiment config selects
+        text = (REPO / "conf" / "experiment" / f"{experiment}.yaml").read_text()
+        default = re.search(r"override /model: (\w+)", text).group(1)
     model = next((a.split("=", 1)[1] for a in args if a.startswith("model=")), default)
     args = _with_tiny(args, model, workspace)
     if any(a.startswith("resume=") for a in args):  # rewritten by the command line, so run as typed
