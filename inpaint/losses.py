@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from inpaint.nets.vgg import VGG19Features
+from inpaint.nets.vgg import VGG19Features, VGGFeatures
 
 __all__ = [
     "GAN_KINDS",
@@ -169,8 +169,9 @@ class VGGLoss(nn.Module):
     """Perceptual and style terms from ONE VGG pass over output and target (the authors ran two VGG copies
     with the same weights; sharing one is a pure speed-up with identical values).
 
-    ``perceptual = sum_k mean|phi_k(out) - phi_k(target)|`` over :attr:`PERCEPTUAL_LAYERS` (weight 1 each);
-    ``style = sum_k mean|G(phi_k(out)) - G(phi_k(target))|`` over :attr:`STYLE_LAYERS` with
+    ``perceptual = sum_k mean|phi_k(out) - phi_k(target)|`` over :attr:`PERCEPTUAL_LAYERS` (weight 1 each;
+    ``perceptual_layers`` overrides them); ``style = sum_k mean|G(phi_k(out)) - G(phi_k(target))|`` over
+    :attr:`STYLE_LAYERS` (or ``style_layers``) with
     :func:`gram_matrix`. ISNet applies both to the full, unmasked raw output (EdgeConnect masks the style
     inputs: pass ``out * mask`` and ``target * mask`` for that).
 
@@ -184,11 +185,17 @@ class VGGLoss(nn.Module):
     ``.to()`` works as on any module.
 
     Args:
-        vgg: a :class:`VGG19Features` whose outputs include the needed layers; built if ``None``.
-        weights: passed to :class:`VGG19Features` when ``vgg`` is ``None`` (``imagenet``, ``random``, a path).
+        vgg: a :class:`~inpaint.nets.vgg.VGGFeatures` (VGG19 or VGG16) whose outputs include the needed
+            layers; built if ``None``.
+        weights: passed to the VGG built when ``vgg`` is ``None`` (``imagenet``, ``random``, a path).
         perceptual, style: which terms to compute; a disabled term's layers are not computed (the VGG is
             only built as deep as the enabled terms need) and its key is absent from the result.
         offline_hint: quoted in the error when ImageNet weights are unavailable.
+        depth: the VGG built when ``vgg`` is ``None``: 19 (default) or 16.
+        perceptual_layers, style_layers: the layers of each term (default: the class attributes, which are
+            VGG19 names). E.g. the mGANprior perceptual term: ``depth=16, perceptual_layers=("relu3_3",),
+            style=False`` (that loss also normalises the input by the ImageNet statistics: pass
+            ``vgg=VGG16Features(..., normalize_input=True)`` for it).
     """
 
     PERCEPTUAL_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
@@ -196,24 +203,40 @@ class VGGLoss(nn.Module):
 
     def __init__(
         self,
-        vgg: VGG19Features | None = None,
+        vgg: VGGFeatures | None = None,
         weights: str = "imagenet",
         perceptual: bool = True,
         style: bool = True,
         offline_hint: str = "model.loss.vgg=random",
+        depth: int = 19,
+        perceptual_layers: Sequence[str] | None = None,
+        style_layers: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
         if not (perceptual or style):
             raise ValueError("VGGLoss with perceptual=False and style=False computes nothing")
         self.perceptual = bool(perceptual)
         self.style = bool(style)
-        needed = (self.PERCEPTUAL_LAYERS if perceptual else ()) + (self.STYLE_LAYERS if style else ())
+        self.perceptual_layers: tuple[str, ...] = tuple(
+            self.PERCEPTUAL_LAYERS if perceptual_layers is None else perceptual_layers
+        )
+        self.style_layers: tuple[str, ...] = tuple(self.STYLE_LAYERS if style_layers is None else style_layers)
+        needed = tuple(
+            dict.fromkeys((self.perceptual_layers if perceptual else ()) + (self.style_layers if style else ()))
+        )
+        if (self.perceptual and not self.perceptual_layers) or (self.style and not self.style_layers):
+            raise ValueError("VGGLoss: an enabled term has no layers (empty perceptual_layers or style_layers)")
         if vgg is None:
-            vgg = VGG19Features(weights=weights, outputs=needed, offline_hint=offline_hint)
+            if depth == 19:
+                vgg = VGG19Features(weights=weights, outputs=needed, offline_hint=offline_hint)
+            else:
+                vgg = VGGFeatures(depth=depth, weights=weights, outputs=needed, offline_hint=offline_hint)
         else:
             lacking = [n for n in needed if n not in vgg.outputs]
             if lacking:
-                raise ValueError(f"the given VGG19Features does not output {lacking} (it outputs {list(vgg.outputs)})")
+                raise ValueError(
+                    f"the given {type(vgg).__name__} does not output {lacking} (it outputs {list(vgg.outputs)})"
+                )
         self.vgg = vgg
 
     def extra_repr(self) -> str:
@@ -235,10 +258,10 @@ class VGGLoss(nn.Module):
         result: dict[str, Tensor] = {}
         if self.perceptual:
             result["perceptual"] = sum(
-                (phi_o[k].float() - phi_t[k].float()).abs().mean() for k in self.PERCEPTUAL_LAYERS
+                (phi_o[k].float() - phi_t[k].float()).abs().mean() for k in self.perceptual_layers
             )
         if self.style:
             result["style"] = sum(
-                (gram_matrix(phi_o[k]) - gram_matrix(phi_t[k])).abs().mean() for k in self.STYLE_LAYERS
+                (gram_matrix(phi_o[k]) - gram_matrix(phi_t[k])).abs().mean() for k in self.style_layers
             )
         return result
