@@ -112,3 +112,11 @@ def test_vgg_loss_on_vgg16_relu3_3():
         VGGLoss(vgg=vgg, style=False)  # the VGG19 default layers are not among its outputs
     with pytest.raises(ValueError, match="empty"):
         VGGLoss(vgg=vgg, perceptual_layers=(), style=False)
+
+
+def test_vgg16_imagenet_uses_the_vgg16_registry_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setenv("INPAINT_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError) as exc:  # WeightsUnavailableError, naming file and switch
+        VGG16Features(weights="imagenet", offline_hint="model.prior.loss.vgg=random")
+    assert "vgg16-397923af.pth" in str(exc.value) and "model.prior.loss.vgg=random" in str(exc.value)
