@@ -417,3 +417,18 @@ def test_registry_has_the_pggan_priors(monkeypatch, tmp_path):
     monkeypatch.setenv("INPAINT_OFFLINE", "1")
     with pytest.raises(FileNotFoundError, match=r"pggan_bedroom256\.pth.*model\.prior\.weights=null"):
         load_official_generator(small_generator(), "pggan_bedroom256", offline_hint="model.prior.weights=null")
+
+
+def test_registry_name_loads_from_the_cache_unverified(monkeypatch, tmp_path, caplog):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setenv("INPAINT_OFFLINE", "1")
+    src, dst = small_generator(1).eval(), small_generator(2).eval()
+    cached = tmp_path / "hub" / "checkpoints" / "pggan_cat256.pth"
+    cached.parent.mkdir(parents=True)
+    torch.save(_genforce_file(src, src), cached)
+    with caplog.at_level("WARNING", logger="inpaint.weights"):
+        report = load_official_generator(dst, "pggan_cat256")
+    assert report["path"] == str(cached) and "no published checksum" in caplog.text
+    z = torch.randn(1, SMALL["z_dim"])
+    with torch.no_grad():
+        torch.testing.assert_close(dst(z), src(z), rtol=0, atol=0)

@@ -212,8 +212,9 @@ class PGGANGenerator(nn.Module):
 
     Modules, in the official registration order: ``layer0, layer1, output0, layer2, layer3, output1, ...``.
     Block ``b`` (``b = 0 .. num_blocks - 1``) works at ``4 * 2**b`` and owns ``layer{2b}`` (dense for b = 0,
-    else upsample + conv), ``layer{2b+1}`` (conv) and ``output{b}`` (toRGB). The ``lod`` buffer (a float,
-    saved in the state dict like the official one) is the level of detail of :meth:`forward`.
+    else upsample + conv), ``layer{2b+1}`` (conv) and ``output{b}`` (toRGB); upsampling is a function, not
+    the official trailing ``upsample`` child, which holds no weights. The ``lod`` buffer (a float, saved in the
+    state dict like the official one) is the level of detail of :meth:`forward`.
 
     **Layer numbering** (spec 1.2, mGANprior's ``--composing_layer``): the sequence
     ``S = [layer0, ..., layer{2R-1}, output{R-1}]`` (``R`` blocks) of the full network; ``g1(z, l)`` runs
