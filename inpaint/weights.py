@@ -56,7 +56,8 @@ class WeightSpec:
         filename: file name in the cache, e.g. ``"vgg19-dcbb9e9d.pth"``.
         url: where it is downloaded from; ``None`` when a person must supply it by hand.
         sha256: the full hex digest, or a prefix of it (at least 8 hex digits; torchvision files carry
-            the first 8 in their name).
+            the first 8 in their name); ``None`` when the source publishes no checksum (the file is then
+            used unverified, with a warning).
         description: human words, e.g. ``"VGG19 ImageNet weights (torchvision layout, 548 MB)"``.
         source: where a person can get it by hand (a page or URL).
     """
@@ -64,12 +65,12 @@ class WeightSpec:
     name: str
     filename: str
     url: str | None
-    sha256: str
+    sha256: str | None
     description: str
     source: str
 
     def __post_init__(self) -> None:
-        if not re.fullmatch(r"[0-9a-f]{8,64}", self.sha256):
+        if self.sha256 is not None and not re.fullmatch(r"[0-9a-f]{8,64}", self.sha256):
             raise ValueError(
                 f"WeightSpec '{self.name}': sha256 must be 8 to 64 lowercase hex digits, got '{self.sha256}'"
             )
@@ -77,11 +78,34 @@ class WeightSpec:
             raise ValueError(f"WeightSpec '{self.name}': filename must be a bare file name, got '{self.filename}'")
 
     def matches(self, digest: str) -> bool:
-        """Whether a full hex ``digest`` agrees with this spec (prefix or full)."""
-        return digest.lower().startswith(self.sha256)
+        """Whether a full hex ``digest`` agrees with this spec (prefix or full; any digest if it has none)."""
+        return self.sha256 is None or digest.lower().startswith(self.sha256)
 
 
 _TV_PAGE = "https://pytorch.org/vision/stable/models.html"
+
+# The official PGGAN-256 LSUN generators (Karras et al. 2018) converted to PyTorch by genforce: a dict with
+# 'generator', 'discriminator' and 'generator_smooth' (load with inpaint.models.pggan_weights). URLs from
+# genforce/genforce models/model_zoo.py and MODEL_ZOO.md; the mirror publishes no checksums, hence None.
+# The datasets are those of the mGANprior-attention thesis (bedroom, cat, dog; church in its figures).
+_GF_ZOO = "https://github.com/genforce/genforce/blob/master/MODEL_ZOO.md"
+_SP = "https://mycuhk-my.sharepoint.com/:u:/g/personal/1155082926_link_cuhk_edu_hk/"
+_PGGAN_PRIORS = {
+    f"pggan_{name}256": WeightSpec(
+        name=f"pggan_{name}256",
+        filename=f"pggan_{name}256.pth",
+        url=_SP + share,
+        sha256=None,
+        description=f"PGGAN 256x256 LSUN {name} generator (official weights, genforce PyTorch conversion)",
+        source=f"genforce model zoo 'PGGAN Official', {_GF_ZOO}",
+    )
+    for name, share in (
+        ("bedroom", "EUZQWGz2GT5Bh_GJLalP63IBvCsXDTOxDFIC_ZBsmoEacA?e=VNXiDb&download=1"),
+        ("churchoutdoor", "EQ8cKujs2TVGjCL_j6bsnk8BqD9REF2ME2lBnpbTPsqIvA?e=zH55fT&download=1"),
+        ("cat", "EQdveyUNOMtAue52n6BxoHoB6Yup5-PTvBDmyfUn7Un4Hw?e=7acGbT&download=1"),
+        ("dog", "ESaKyXA5fGlOvXJYDDFbT2kB9c0HlXh9n_wnyhiP05nhow?e=d4aKDV&download=1"),
+    )
+}
 
 REGISTRY: dict[str, WeightSpec] = {
     "vgg19": WeightSpec(
@@ -100,6 +124,7 @@ REGISTRY: dict[str, WeightSpec] = {
         description="VGG16 ImageNet weights (torchvision layout, 528 MB)",
         source=f"torchvision VGG16_Weights.IMAGENET1K_V1, {_TV_PAGE}",
     ),
+    **_PGGAN_PRIORS,
 }
 
 
@@ -163,6 +188,9 @@ def _unavailable(spec: WeightSpec, dest: Path, reason: str, offline_hint: str) -
 
 
 def _verify(spec: WeightSpec, path: Path, *, downloaded: bool) -> None:
+    if spec.sha256 is None:
+        log.warning("'%s' has no published checksum: %s is used unverified", spec.name, path)
+        return
     digest = _digest(path)
     if spec.matches(digest):
         return
