@@ -44,7 +44,9 @@ def make_grid(image: torch.Tensor, mask: torch.Tensor, composite: torch.Tensor, 
 class ImageGrids(L.Callback):
     """At the end of each validation, inpaint the first ``num_samples`` validation samples (their masks
     are fixed by the seed, so every grid shows the same holes) and save ``<dirpath>/step=NNNNNN.png``;
-    image-capable loggers (W&B, TensorBoard) receive it as ``val/grid``."""
+    image-capable loggers (W&B, TensorBoard) receive it as ``val/grid``. A model with a ``sample_grid(n)``
+    method (a generative prior such as ``model=pggan``, which does not inpaint) gives its own grid of ``n``
+    samples instead."""
 
     def __init__(self, dirpath: str, num_samples: int = 8) -> None:
         self.dirpath = Path(dirpath)
@@ -67,13 +69,20 @@ class ImageGrids(L.Callback):
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
+        sample_grid = getattr(pl_module, "sample_grid", None)
+        if callable(sample_grid):  # a generative prior (model=pggan): a grid of its samples, nothing to inpaint
+            if self.num_samples > 0:
+                self._save(trainer, sample_grid(self.num_samples))
+            return
         batch = self._samples(trainer)
         if batch is None:
             return
         image, mask, index = (batch[k].to(pl_module.device) for k in ("image", "mask", "index"))
         # one fill per sample (a procedure may be expensive), in the model's inference context
         composite = pl_module.timed_inpaint(image, mask, index)[0].float()
-        grid = make_grid(*(t.detach().float().cpu() for t in (image, mask, composite)))
+        self._save(trainer, make_grid(*(t.detach().float().cpu() for t in (image, mask, composite))))
+
+    def _save(self, trainer: L.Trainer, grid: np.ndarray) -> None:
         self.dirpath.mkdir(parents=True, exist_ok=True)
         path = self.dirpath / f"step={trainer.global_step:06d}.png"
         Image.fromarray(grid).save(path)
