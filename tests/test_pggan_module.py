@@ -10,6 +10,7 @@ import math
 import pytest
 import torch
 from conftest import tiny, write_dataset
+from PIL import Image
 
 from inpaint.models.pggan import PGGANModule, ProgressiveSchedule, image_patches, sliced_wasserstein
 from inpaint.nets.pggan import PGGANGenerator, real_images_at_lod
@@ -87,7 +88,7 @@ def test_optimizers_are_adam_0_099_and_the_prior_does_not_inpaint():
     opts = model.configure_optimizers()
     assert all(type(o) is torch.optim.Adam for o in opts)
     assert [o.defaults["betas"] for o in opts] == [(0.0, 0.99)] * 2 and opts[0].defaults["lr"] == 1e-3
-    with pytest.raises(NotImplementedError, match="model=mganprior"):
+    with pytest.raises(ValueError, match="model=mganprior"):
         model(torch.rand(1, 3, 8, 8), torch.zeros(1, 1, 8, 8))
     with pytest.raises(ValueError, match="n_critic=1"):
         tiny_module(gan={"n_critic": 2})
@@ -132,8 +133,14 @@ def test_trains_a_step_at_each_phase_kind(phase, stabilise, fade, steps, lod, ci
     assert ckpt["inpaint_pggan"]["images_seen"] == 4 * steps
     assert ckpt["hyper_parameters"]["generator"] == {"resolution": 8, "z_dim": 16, "fmap_base": 64, "fmap_max": 16,
                                                      "out_channels": 3}
-    assert (tmp_path / "run/checkpoints/best.ckpt").is_file()  # monitored by val/swd
-    assert sorted(p.name for p in (tmp_path / "run/grids").iterdir()) == [f"step={steps:06d}.png"]
+    # the default monitor val/psnr (never logged by a prior) became val/swd, mode min
+    assert (tmp_path / "run/checkpoints/best.ckpt").is_file()
+    best = [v for k, v in ckpt["callbacks"].items() if k.startswith("ModelCheckpoint")]
+    assert len(best) == 1 and best[0]["monitor"] == "val/swd" and math.isfinite(float(best[0]["best_model_score"]))
+    # a grid of 2 EMA samples (eval.grid_samples=2), upsampled to 8x8, 2-px borders
+    grids = sorted((tmp_path / "run/grids").iterdir())
+    assert [p.name for p in grids] == [f"step={steps:06d}.png"]
+    assert Image.open(grids[0]).size == (2 * 10 + 2, 12)
     # what inversion does with the file: the EMA generator, rebuilt from the hyper-parameters
     g = PGGANGenerator(**ckpt["hyper_parameters"]["generator"])
     g.load_state_dict({k.removeprefix("generator_ema."): v for k, v in state.items()

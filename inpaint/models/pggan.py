@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 from torch import Tensor
 
 from inpaint.metrics import DEFAULT_BUCKETS
@@ -218,7 +218,8 @@ class PGGANModule(GANModule):
 
     # ------------------------------------------------------------------------------------ the prior
     def forward(self, image: Tensor, mask: Tensor) -> Tensor:
-        raise NotImplementedError(
+        """Refused: a prior does not inpaint (a ``ValueError``, so the command line reports it plainly)."""
+        raise ValueError(
             "model=pggan trains a GAN prior and does not inpaint: fill holes with GAN inversion, model=mganprior "
             "with this run's checkpoint as the prior"
         )
@@ -271,7 +272,7 @@ class PGGANModule(GANModule):
         drift = d_real.square().mean()
         loss = d_fake.mean() - d_real.mean() + self.drift * drift
         return loss, {"d_real": d_real.detach().mean(), "d_fake": d_fake.detach().mean(), "drift": drift.detach(),
-                      "lod": torch.tensor(self.lod)}
+                      "lod": torch.tensor(self.lod, device=d_real.device)}
 
     def generator_loss(self, batch: dict, fake: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         return -self.discriminator(fake).mean(), {}
@@ -355,19 +356,25 @@ class PGGANModule(GANModule):
         self.test_results = self._finish_prior_eval("test")
 
     # ------------------------------------------------------------------------------------ checkpoints
-    def configure_callbacks(self) -> list[ModelCheckpoint]:
+    def configure_callbacks(self) -> list[Checkpoint]:
         """A best-checkpoint callback that monitors ``val/psnr`` (the framework's default, which a prior never
-        logs) is replaced by the same one monitoring ``val/swd``, mode min; any other monitor is kept."""
-        replaced = []
-        for cb in self.trainer.checkpoint_callbacks:
-            if type(cb) is ModelCheckpoint and cb.monitor == "val/psnr":
-                log.info("model=pggan logs no val/psnr: best checkpoint by val/swd (mode min)")
-                replaced.append(ModelCheckpoint(
-                    dirpath=cb.dirpath, filename=cb.filename, monitor="val/swd", mode="min", verbose=cb.verbose,
-                    save_top_k=cb.save_top_k, save_last=cb.save_last, save_weights_only=cb.save_weights_only,
-                    auto_insert_metric_name=cb.auto_insert_metric_name,
-                ))
-        return replaced
+        logs) is replaced by the same one monitoring ``val/swd``, mode min; any other monitor is kept.
+
+        Lightning appends the callbacks returned here after the trainer's own, so with a replacement every
+        checkpoint callback is returned, in its order: ``last.ckpt`` (:class:`~inpaint.callbacks.LastCheckpoint`)
+        is still written after the best checkpoint's state is updated."""
+        callbacks = list(self.trainer.checkpoint_callbacks)
+        if not any(type(cb) is ModelCheckpoint and cb.monitor == "val/psnr" for cb in callbacks):
+            return []
+        log.info("model=pggan logs no val/psnr: the best checkpoint is the one with the lowest val/swd")
+        return [
+            ModelCheckpoint(
+                dirpath=cb.dirpath, filename=cb.filename, monitor="val/swd", mode="min", verbose=cb.verbose,
+                save_top_k=cb.save_top_k, save_last=cb.save_last, save_weights_only=cb.save_weights_only,
+                auto_insert_metric_name=cb.auto_insert_metric_name,
+            ) if type(cb) is ModelCheckpoint and cb.monitor == "val/psnr" else cb
+            for cb in callbacks
+        ]
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         super().on_save_checkpoint(checkpoint)
