@@ -125,6 +125,7 @@ def test_trains_a_step_at_each_phase_kind(phase, stabilise, fade, steps, lod, ci
                               f"trainer.val_check_interval={steps}"))
     results = run(cfg)
     assert math.isfinite(results["test/swd"]) and math.isfinite(results["val/swd"])
+    ckpt_file = tmp_path / "run/checkpoints/best.ckpt"
     ckpt = torch.load(tmp_path / "run/checkpoints/last.ckpt", weights_only=True)
     state = ckpt["state_dict"]
     for net in ("generator", "generator_ema", "discriminator"):
@@ -141,6 +142,10 @@ def test_trains_a_step_at_each_phase_kind(phase, stabilise, fade, steps, lod, ci
     grids = sorted((tmp_path / "run/grids").iterdir())
     assert [p.name for p in grids] == [f"step={steps:06d}.png"]
     assert Image.open(grids[0]).size == (2 * 10 + 2, 12)
+    # task=test on the run's checkpoint scores the prior again, the same way
+    again = run(make_cfg(*overrides(cifar, stabilise, fade, "task=test", f"ckpt_path={ckpt_file}"),
+                         out=tmp_path / "test"))
+    assert again["test/swd"] == pytest.approx(results["test/swd"], rel=1e-5)
     # what inversion does with the file: the EMA generator, rebuilt from the hyper-parameters
     g = PGGANGenerator(**ckpt["hyper_parameters"]["generator"])
     g.load_state_dict({k.removeprefix("generator_ema."): v for k, v in state.items()
