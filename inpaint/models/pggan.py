@@ -313,8 +313,9 @@ class PGGANModule(GANModule):
 
     # ------------------------------------------------------------------------------------ evaluation
     def _collect(self, batch: dict) -> None:
-        have = sum(x.shape[0] for x in self._eval_real)
-        room = int(self.swd_cfg["images"]) - have
+        # per process: equal shares, so that the gather under DDP sees equal shapes (the sampler pads)
+        share = math.ceil(int(self.swd_cfg["images"]) / max(int(self.trainer.world_size), 1))
+        room = share - sum(x.shape[0] for x in self._eval_real)
         if room > 0:
             self._eval_real.append(batch["image"][:room].detach().float())
 
