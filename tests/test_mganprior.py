@@ -182,3 +182,31 @@ def test_predict_fills_a_photo(tmp_path):
     out = inpaint_file(model, image, mask, torch.device("cpu"))
     assert out.shape == image.shape and (out[mask == 0] == image[mask == 0]).all()
     assert model.last_raw is not None and model.last_raw.shape[-2:] == (20, 24)  # resized to 16 px and back
+
+
+def test_predict_job_from_a_saved_mganprior_module(make_cfg, tmp_path):
+    """``inpaint.predict ckpt_path=...``: a module saved with its hyperparameters (here a random 16 px prior) is
+    rebuilt by the predict job, takes the inversion budget as inference options and writes the composites.
+    (``model=mganprior`` takes no model overrides there, so a random prior cannot be chosen that way.)"""
+    from PIL import Image
+
+    from inpaint.models.base import class_path
+    from inpaint.predict import predict
+
+    model = tiny_model()
+    ckpt = tmp_path / "mgp.ckpt"
+    torch.save({CHECKPOINT_CLASS_KEY: class_path(model), "hyper_parameters": dict(model.hparams),
+                "state_dict": model.state_dict()}, ckpt)
+    rng = np.random.default_rng(1)
+    (tmp_path / "in").mkdir()
+    Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(tmp_path / "in" / "a.png")
+    mask = np.zeros((16, 16), np.uint8)
+    mask[4:11, 3:9] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    cfg = make_cfg(f"ckpt_path={ckpt}", f"input={tmp_path / 'in'}", f"mask={tmp_path / 'mask.png'}",
+                   f"output={tmp_path / 'out'}", "+inference.iterations=2", "device=cpu", config="predict")
+    (written,) = predict(cfg)
+    out = np.asarray(Image.open(written))
+    src = np.asarray(Image.open(tmp_path / "in" / "a.png"))
+    assert out.shape == src.shape and (out[mask == 0] == src[mask == 0]).all()
+    assert not (out[mask > 0] == src[mask > 0]).all()
