@@ -210,3 +210,24 @@ def test_predict_job_from_a_saved_mganprior_module(make_cfg, tmp_path):
     src = np.asarray(Image.open(tmp_path / "in" / "a.png"))
     assert out.shape == src.shape and (out[mask == 0] == src[mask == 0]).all()
     assert not (out[mask > 0] == src[mask > 0]).all()
+
+
+def test_official_generator_file_through_official_weights(tmp_path):
+    """``inpaint.predict model=mganprior weights=FILE`` sets ``official_weights``: a genforce-layout file loads."""
+    torch.manual_seed(2)
+    want = PGGANGenerator(**SIZES)
+    torch.save({"generator_smooth": want.state_dict(), "generator": PGGANGenerator(**SIZES).state_dict()},
+               tmp_path / "pggan_tiny.pth")
+    model = MGANPriorModule(prior={"official": "unused.pth", **SIZES}, official_weights=str(tmp_path / "pggan_tiny.pth"),
+                            loss={"vgg": "none"}, compose_res=8)
+    z = torch.randn(2, 16)
+    torch.testing.assert_close(model.generator(z), want(z), rtol=0, atol=0)
+    assert model.w_perceptual == 0.0  # vgg=none: no perceptual term
+
+
+@pytest.mark.parametrize("experiment", ["mganprior_tables", "mganprior_table64"])
+def test_thesis_table_experiments_compose(make_cfg, experiment):
+    cfg = make_cfg(f"experiment={experiment}", "data.root=/nowhere")
+    assert cfg.task == "test" and cfg.model.num_codes == 20 and cfg.model.layer == 8
+    assert cfg.model.optimizer.name == "adam" and cfg.model.iterations == 3000
+    assert cfg.model.attention.get("score", "dot") == ("scaled_dot" if experiment.endswith("64") else "dot")
