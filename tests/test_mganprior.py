@@ -221,8 +221,22 @@ def test_official_generator_file_through_official_weights(tmp_path):
     model = MGANPriorModule(prior={"official": "unused.pth", **SIZES}, official_weights=str(tmp_path / "pggan_tiny.pth"),
                             loss={"vgg": "none"}, compose_res=8)
     z = torch.randn(2, 16)
+    assert not torch.allclose(model.generator(z), want(z))  # loaded on first use, not when built
+    model.ensure_prior()
     torch.testing.assert_close(model.generator(z), want(z), rtol=0, atol=0)
     assert model.w_perceptual == 0.0  # vgg=none: no perceptual term
+
+
+def test_the_default_config_builds_offline_and_names_the_switch_when_inverting(make_cfg, monkeypatch):
+    from inpaint.run import build_model
+    from inpaint.weights import WeightsUnavailableError
+
+    monkeypatch.setenv("INPAINT_OFFLINE", "1")
+    model = build_model(make_cfg("model=mganprior", "model.prior.resolution=16", "model.prior.fmap_base=64",
+                                 "model.prior.fmap_max=16", "model.prior.z_dim=16", "model.loss.vgg=none"))
+    assert model.layer == 2 and model.num_codes == 20  # 16 px: max(4, 16/8) = 4x4, 2nd conv and model.optimizer_name == "adam"
+    with pytest.raises(WeightsUnavailableError, match="pggan_bedroom256.*prior.random=true"):
+        model.invert(*batch(1))
 
 
 @pytest.mark.parametrize("experiment", ["mganprior_tables", "mganprior_table64"])

@@ -75,7 +75,7 @@ from inpaint.nets.pggan import PGGANGenerator, compose_layer
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PGGAN_MODULE_CLASS", "MGANPriorModule", "build_prior", "load_pggan_run_generator"]
+__all__ = ["PGGAN_MODULE_CLASS", "MGANPriorModule", "build_prior", "load_pggan_run_generator", "prior_source"]
 
 #: the class an own-trained prior's run checkpoint names (``model=pggan``)
 PGGAN_MODULE_CLASS = "inpaint.models.pggan.PGGANModule"
@@ -126,11 +126,8 @@ def load_pggan_run_generator(path: str) -> PGGANGenerator:
     return generator
 
 
-def build_prior(prior: Mapping[str, Any]) -> PGGANGenerator:
-    """The frozen PGGAN generator of ``model.prior``: exactly one of ``checkpoint`` (a ``model=pggan`` run
-    checkpoint), ``official`` (a converted official file or registry name such as ``pggan_bedroom256``, with
-    the sizes ``resolution``, ``z_dim``, ``fmap_base``, ``fmap_max``) or ``random: true`` (untrained weights
-    drawn from ``seed`` with those sizes, for tests and benchmarks; warned)."""
+def prior_source(prior: Mapping[str, Any]) -> str:
+    """Which of ``checkpoint``, ``official``, ``random`` the ``model.prior`` config gives (exactly one)."""
     unknown = sorted(set(prior) - set(_PRIOR_KEYS))
     if unknown:
         raise ValueError(f"model.prior: unknown key(s) {unknown}; the keys are {list(_PRIOR_KEYS)}")
@@ -140,11 +137,20 @@ def build_prior(prior: Mapping[str, Any]) -> PGGANGenerator:
             "model.prior needs exactly one of checkpoint=RUN_CKPT (an own model=pggan run), "
             f"official=FILE_OR_REGISTRY_NAME, random=true; got {given or 'none'}"
         )
-    if given[0] == "checkpoint":
+    return given[0]
+
+
+def build_prior(prior: Mapping[str, Any]) -> PGGANGenerator:
+    """The frozen PGGAN generator of ``model.prior``: exactly one of ``checkpoint`` (a ``model=pggan`` run
+    checkpoint), ``official`` (a converted official file or registry name such as ``pggan_bedroom256``, with
+    the sizes ``resolution``, ``z_dim``, ``fmap_base``, ``fmap_max``) or ``random: true`` (untrained weights
+    drawn from ``seed`` with those sizes, for tests and benchmarks; warned)."""
+    source = prior_source(prior)
+    if source == "checkpoint":
         generator = load_pggan_run_generator(str(prior["checkpoint"]))
     else:
         sizes = {k: int(prior[k]) for k in _GENERATOR_SIZES if prior.get(k) is not None}
-        if given[0] == "official":
+        if source == "official":
             generator = PGGANGenerator(**sizes)
             info = load_official_generator(generator, str(prior["official"]), offline_hint=PRIOR_HINT)
             log.info("mGANprior prior: %s (%s layout)", info["path"], info["layout"])
@@ -234,7 +240,15 @@ class MGANPriorModule(InpaintModule):
         prior_cfg = dict(prior or {})
         if official_weights:
             prior_cfg.update(official=str(official_weights), checkpoint=None, random=False)
-        self.generator = build_prior(prior_cfg)
+        #: an official file or registry name whose weights are loaded on first use (:meth:`ensure_prior`), so
+        #: that building the model (config checks, ``--cfg``) neither downloads nor reads a large file
+        self._official_pending: str | None = None
+        if prior_source(prior_cfg) == "official":
+            sizes = {k: int(prior_cfg[k]) for k in _GENERATOR_SIZES if prior_cfg.get(k) is not None}
+            self.generator = PGGANGenerator(**sizes).requires_grad_(False).eval()
+            self._official_pending = str(prior_cfg["official"])
+        else:
+            self.generator = build_prior(prior_cfg)
         g = self.generator
         if layer is None:
             res = int(compose_res) if compose_res else max(4, int(round(g.resolution * float(compose_fraction))))
@@ -287,6 +301,32 @@ class MGANPriorModule(InpaintModule):
         #: per image: iterations run and final loss of the latest inversion
         self.last_iterations: list[int] = []
         self.last_loss: Tensor | None = None
+
+    # ----------------------------------------------------------------------------------- the prior
+    def ensure_prior(self) -> None:
+        """Load the official generator weights the config names, once (before the first inversion)."""
+        if self._official_pending is None:
+            return
+        info = load_official_generator(self.generator, self._official_pending, offline_hint=PRIOR_HINT)
+        if float(self.generator.lod) != 0.0:
+            raise ValueError(f"the PGGAN prior {info['path']} is at lod={float(self.generator.lod)}; mGANprior "
+                             "needs the full network (lod 0)")
+        self.generator.requires_grad_(False)
+        log.info("mGANprior prior: %s (%s layout)", info["path"], info["layout"])
+        self._official_pending = None
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """As ``nn.Module``'s; generator weights in ``state_dict`` replace the pending official file."""
+        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        if any(k.startswith("generator.") for k in state_dict):
+            self._official_pending = None
+        return result
+
+    def on_validation_start(self) -> None:
+        self.ensure_prior()
+
+    def on_test_start(self) -> None:
+        self.ensure_prior()
 
     # ----------------------------------------------------------------------------------- inference API
     def inference_procedures(self) -> dict:
@@ -418,6 +458,7 @@ class MGANPriorModule(InpaintModule):
     def invert(self, image: Tensor, mask: Tensor, index: Tensor | None = None) -> Tensor:
         """Invert a batch (``image`` ``[B,3,H,W]`` in [0, 1], ``mask`` ``[B,1,H,W]``, 1 = hole) and return
         the composite; the raw output is left in :attr:`last_raw`."""
+        self.ensure_prior()
         if index is None:
             index = torch.arange(image.shape[0])
         dtype = next(self.generator.parameters()).dtype
