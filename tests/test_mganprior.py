@@ -100,8 +100,20 @@ def test_the_loss_falls_and_early_stop_ends_each_image_on_its_own():
     model.configure_inference(early_stop={"patience": 2, "rel_tol": 0.5})  # "no halving in 2 steps" stops early
     model.invert(image, mask)
     assert all(it < 30 for it in model.last_iterations)
+    model.configure_inference(early_stop=False, seconds=1e-9)  # the time budget ends the batch after a step
+    model.invert(image, mask)
+    assert model.last_iterations == [1, 1]
     with pytest.raises(ValueError, match="inference option"):
         model.configure_inference(temperature=1.0)
+
+
+def test_sgd_and_gaussian_alpha_init_run():
+    model = tiny_model(optimizer={"name": "sgd", "lr": 0.05, "momentum": 0.9}, alpha_init="normal", iterations=3)
+    image, mask = batch(2)
+    out = model.invert(image, mask)
+    assert torch.isfinite(out).all() and torch.isfinite(model.last_loss).all()
+    with pytest.raises(ValueError, match="optimizer.name"):
+        tiny_model(optimizer={"name": "lbfgs"})
 
 
 def test_self_attention_with_gamma_zero_fixed_is_plain_mganprior():
