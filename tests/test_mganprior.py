@@ -116,6 +116,19 @@ def test_sgd_and_gaussian_alpha_init_run():
         tiny_model(optimizer={"name": "lbfgs"})
 
 
+def test_perceptual_layer_is_configurable_and_loss_keys_are_checked():
+    image, mask = batch(1)
+    relu33 = tiny_model(iterations=0)
+    conv43 = tiny_model(iterations=0, loss={"vgg": "random", "perceptual_layer": "conv4_3"})  # paper/thesis
+    relu33.invert(image, mask)
+    conv43.invert(image, mask)
+    assert relu33.last_loss != conv43.last_loss
+    with pytest.raises(ValueError, match="perceptual_layer"):
+        tiny_model(loss={"perceptual_layer": "conv9_9"})
+    with pytest.raises(ValueError, match="unknown key.*vgg_weight"):
+        tiny_model(loss={"vgg_weight": 1.0})
+
+
 def test_self_attention_with_gamma_zero_fixed_is_plain_mganprior():
     image, mask = batch(2, torch.float64)
     plain = tiny_model(torch.float64).invert(image, mask)

@@ -72,6 +72,7 @@ from inpaint.models.base import CHECKPOINT_CLASS_KEY, InpaintModule, compose
 from inpaint.models.pggan_weights import load_official_generator
 from inpaint.nets.attention import build_attention
 from inpaint.nets.pggan import PGGANGenerator, compose_layer
+from inpaint.nets.vgg import VGG16_LAYERS, VGG16Features
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +172,14 @@ def build_prior(prior: Mapping[str, Any]) -> PGGANGenerator:
     return generator.eval()
 
 
+def _options(option: str, defaults: dict[str, Any], given: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``defaults`` updated with ``given``; a key that is not in ``defaults`` is refused by name."""
+    unknown = sorted(set(given or {}) - set(defaults))
+    if unknown:
+        raise ValueError(f"{option}: unknown key(s) {unknown}; the keys are {', '.join(defaults)}")
+    return {**defaults, **(given or {})}
+
+
 def _choice(value: str, allowed: Sequence[str], option: str) -> str:
     v = str(value).lower()
     if v not in allowed:
@@ -262,7 +271,8 @@ class MGANPriorModule(InpaintModule):
             raise ValueError(f"model.num_codes must be >= 1, got {num_codes}")
         self.alpha_init = _choice(alpha_init, ("const", "normal"), "model.alpha_init")
 
-        opt = {"name": "adam", "lr": 1.0, "betas": (0.9, 0.999), "momentum": 0.0, **(optimizer or {})}
+        opt = _options("model.optimizer", {"name": "adam", "lr": 1.0, "betas": (0.9, 0.999), "momentum": 0.0},
+                       optimizer)
         self.optimizer_name = _choice(opt["name"], OPTIMIZERS, "model.optimizer.name")
         self.lr = float(opt["lr"])
         self.betas = tuple(float(b) for b in opt["betas"])
@@ -275,13 +285,14 @@ class MGANPriorModule(InpaintModule):
         self._set_budget(iterations=iterations, early_stop=early_stop, seconds=seconds)
         self.log_every = int(log_every)
 
-        loss_cfg = {"mse": 1.0, "l1": 0.0, "perceptual": 0.1, "perceptual_scale": 0.001,
-                    "perceptual_layer": "relu3_3", "perceptual_dist": "l1", "vgg": "imagenet", **(loss or {})}
+        loss_cfg = _options("model.loss", {"mse": 1.0, "l1": 0.0, "perceptual": 0.1, "perceptual_scale": 0.001,
+                                           "perceptual_layer": "relu3_3", "perceptual_dist": "l1", "vgg": "imagenet"},
+                            loss)
         self.w_mse, self.w_l1 = float(loss_cfg["mse"]), float(loss_cfg["l1"])
         self.vgg_weights = str(loss_cfg["vgg"])
         perceptual = float(loss_cfg["perceptual"]) * float(loss_cfg["perceptual_scale"])
         self.w_perceptual = 0.0 if self.vgg_weights.lower() == "none" else perceptual
-        self.perceptual_layer = str(loss_cfg["perceptual_layer"])
+        self.perceptual_layer = _choice(loss_cfg["perceptual_layer"], VGG16_LAYERS, "model.loss.perceptual_layer")
         self.perceptual_dist = _choice(loss_cfg["perceptual_dist"], ("l1", "mse"), "model.loss.perceptual_dist")
         self._vgg: list[nn.Module] = []  # frozen VGG16, built on first use, kept out of the state dict
 
@@ -304,16 +315,18 @@ class MGANPriorModule(InpaintModule):
 
     # ----------------------------------------------------------------------------------- the prior
     def ensure_prior(self) -> None:
-        """Load the official generator weights the config names, once (before the first inversion)."""
-        if self._official_pending is None:
-            return
-        info = load_official_generator(self.generator, self._official_pending, offline_hint=PRIOR_HINT)
-        if float(self.generator.lod) != 0.0:
-            raise ValueError(f"the PGGAN prior {info['path']} is at lod={float(self.generator.lod)}; mGANprior "
-                             "needs the full network (lod 0)")
-        self.generator.requires_grad_(False)
-        log.info("mGANprior prior: %s (%s layout)", info["path"], info["layout"])
-        self._official_pending = None
+        """Load the official generator weights the config names, once (before the first inversion), and the
+        VGG of the perceptual term: a missing file fails before the evaluation loop, not in it."""
+        if self._official_pending is not None:
+            info = load_official_generator(self.generator, self._official_pending, offline_hint=PRIOR_HINT)
+            if float(self.generator.lod) != 0.0:
+                raise ValueError(f"the PGGAN prior {info['path']} is at lod={float(self.generator.lod)}; "
+                                 "mGANprior needs the full network (lod 0)")
+            self.generator.requires_grad_(False)
+            log.info("mGANprior prior: %s (%s layout)", info["path"], info["layout"])
+            self._official_pending = None
+        if self.w_perceptual:
+            self._vgg_net()
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """As ``nn.Module``'s; generator weights in ``state_dict`` replace the pending official file."""
@@ -384,10 +397,9 @@ class MGANPriorModule(InpaintModule):
             fused = torch.cat([blk(fused[i : i + 1]) for i, blk in enumerate(blocks)])
         return self.generator.g2(fused, self.layer)
 
-    def _vgg_net(self, like: Tensor) -> nn.Module:
+    def _vgg_net(self, like: Tensor | None = None) -> nn.Module:
+        """The frozen VGG16 of the perceptual term (built once), on ``like``'s device and dtype."""
         if not self._vgg:
-            from inpaint.nets.vgg import VGG16Features
-
             with torch.random.fork_rng(devices=[]):  # vgg=random: the same untrained net in every run
                 torch.manual_seed(0)
                 vgg = VGG16Features(self.vgg_weights, outputs=(self.perceptual_layer,), normalize_input=True,
@@ -395,7 +407,7 @@ class MGANPriorModule(InpaintModule):
             self._vgg.append(vgg)
         net = self._vgg[0]
         p = next(net.parameters())
-        if p.device != like.device or p.dtype != like.dtype:
+        if like is not None and (p.device != like.device or p.dtype != like.dtype):
             net.to(device=like.device, dtype=like.dtype)
         return net
 
