@@ -195,6 +195,9 @@ def test_task_test_scores_the_composite_and_the_raw_output(make_cfg, tmp_path):
     for key in ("test/psnr", "test/ssim", "test/raw/psnr", "test/raw/ssim"):
         assert math.isfinite(results[key]), key
     assert results["test/psnr"] != results["test/raw/psnr"]
+    report = (tmp_path / "r" / "metrics.md").read_text()
+    assert "Side by side (composite, raw (no paste-back))" in report
+    assert f"{results['test/raw/psnr']:.2f}" in report.split("Side by side")[1]
 
 
 def test_predict_fills_a_photo(tmp_path):

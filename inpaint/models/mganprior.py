@@ -559,6 +559,12 @@ class MGANPriorModule(InpaintModule):
         return out.detach()
 
     # ----------------------------------------------------------------------------------- evaluation
+    @property
+    def eval_variants(self) -> dict[str, str]:
+        """The composite's scores next to the raw output's (``<stage>/raw/...``) in the report's side-by-side
+        table."""
+        return {**(super().eval_variants or {"composite": ""}), "raw (no paste-back)": "raw/"}
+
     def _eval_step(self, batch: dict, stage: str) -> Tensor:
         """The framework's scores of the composite, and the raw output's under ``<stage>/raw/...``."""
         self.last_raw = None
