@@ -45,6 +45,16 @@ pastes nothing back (spec 1.8), so the raw generator output ``clamp((x + 1) / 2,
 the whole image, under ``<stage>/raw/psnr``, ``<stage>/raw/ssim``, ...; those are the numbers comparable with
 the thesis tables. :attr:`last_raw` holds the raw output of the latest inversion.
 
+Prior (``model.prior``, :func:`build_prior`): a ``model=pggan`` run checkpoint (``checkpoint``), an official
+converted generator file or registry name (``official``; its weights are read on first use, so building the
+model for a config check needs no file), or untrained weights (``random: true``, tests and benchmarks). The
+generator is frozen: it stays a submodule (moved with the model) but no weight takes a gradient.
+
+Budget (inference options, ``eval.inference.*`` / predict's ``inference.*``): ``iterations``; ``early_stop``
+``{patience, rel_tol}``: an image stops once its loss has not fallen below ``best * (1 - rel_tol)`` for
+``patience`` steps in a row (checking it copies the ``[B]`` losses to the host once per step); ``seconds``;
+``progress``.
+
 Input size. The generator makes ``resolution x resolution`` images. An input of another size is resized to it
 (bilinear with antialiasing; the mask by area, any covered part counting as hole), inverted, and the result
 resized back (``resize=true``, warned once); ``resize=false`` refuses such an input.
