@@ -44,9 +44,9 @@ def make_grid(image: torch.Tensor, mask: torch.Tensor, composite: torch.Tensor, 
 class ImageGrids(L.Callback):
     """At the end of each validation, inpaint the first ``num_samples`` validation samples (their masks
     are fixed by the seed, so every grid shows the same holes) and save ``<dirpath>/step=NNNNNN.png``;
-    image-capable loggers (W&B, TensorBoard) receive it as ``val/grid``. A model with a ``sample_grid(n)``
-    method (a generative prior such as ``model=pggan``, which does not inpaint) gives its own grid of ``n``
-    samples instead."""
+    image-capable loggers (W&B, TensorBoard) receive it as ``val/grid``. A model whose ``sample_grid(n)`` hook
+    returns a grid (a generative prior such as ``model=pggan``, which does not inpaint) gives its own grid of
+    ``n`` samples instead."""
 
     def __init__(self, dirpath: str, num_samples: int = 8) -> None:
         self.dirpath = Path(dirpath)
@@ -69,10 +69,9 @@ class ImageGrids(L.Callback):
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        sample_grid = getattr(pl_module, "sample_grid", None)
-        if callable(sample_grid):  # a generative prior (model=pggan): a grid of its samples, nothing to inpaint
-            if self.num_samples > 0:
-                self._save(trainer, sample_grid(self.num_samples))
+        own = pl_module.sample_grid(self.num_samples) if self.num_samples > 0 else None
+        if own is not None:  # a generative prior (model=pggan): a grid of its samples, nothing to inpaint
+            self._save(trainer, own)
             return
         batch = self._samples(trainer)
         if batch is None:

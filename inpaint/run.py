@@ -39,7 +39,7 @@ from inpaint.cli import (
     user_message,
 )
 from inpaint.loggers import log_metric_table
-from inpaint.metrics import bucket_name, comparison_table, metrics_table
+from inpaint.metrics import bucket_name, comparison_table, metrics_table, reported_metrics
 from inpaint.models.base import InpaintModule
 
 log = logging.getLogger("inpaint.run")
@@ -272,9 +272,16 @@ def write_report(
         else "one test run, images grouped by their mask's hole ratio"
     )
     header = (
-        f"# Test metrics\n\nmodel: `{cfg.model._target_}`  \ninference procedure: `{procedure}`  \n"
+        f"# Test metrics\n\nmodel: `{cfg.model._target_}`  \n"
+        f"inference procedure: `{procedure or 'none (the model does not inpaint)'}`  \n"
         f"checkpoint: `{ckpt}`  \nbuckets: {protocol}\n\n"
     )
+    shown = set(reported_metrics(test, "test/")) | {"count"}
+    others = {k: v for k, v in test.items() if k.startswith("test/") and "@" not in k and "/" not in k[5:]
+              and k[5:] not in shown}
+    if others:  # a model's own numbers (a density model's NLL, a prior's SWD), listed under the table
+        table += "\n\nOther test metrics:\n\n| metric | value |\n|---|---|\n" + "\n".join(
+            f"| {k} | {float(v):.5g} |" for k, v in sorted(others.items()))
     side = ""
     if variants and len(variants) > 1:
         side = "\n\nSide by side (" + ", ".join(variants) + "):\n\n" + comparison_table(test, buckets, variants)

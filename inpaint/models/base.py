@@ -147,6 +147,8 @@ class InpaintModule(L.LightningModule):
     def run_procedure(self, name: str, image: Tensor, mask: Tensor, index: Tensor | None = None) -> Tensor:
         """The composite of inference procedure ``name`` (one of :meth:`inference_procedures`)."""
         procedures = self.inference_procedures()
+        if not procedures:
+            raise ValueError(f"{type(self).__name__} does not inpaint: it has no inference procedure")
         if name not in procedures:
             raise ValueError(
                 f"{type(self).__name__} has no inference procedure {name!r}; choose one of {', '.join(procedures)}"
@@ -167,13 +169,19 @@ class InpaintModule(L.LightningModule):
         return {"forward": self.inpaint_forward}
 
     @property
-    def procedure(self) -> str:
+    def procedure(self) -> str | None:
         """The procedure ``inpaint`` runs: chosen by :meth:`configure_inference`, else the model's default."""
         chosen = getattr(self, "_procedure", None)
         return chosen if chosen is not None else self.default_procedure()
 
-    def default_procedure(self) -> str:
-        return next(iter(self.inference_procedures()))
+    def default_procedure(self) -> str | None:
+        """The first procedure; None for a model that does not inpaint (a generative prior)."""
+        return next(iter(self.inference_procedures()), None)
+
+    def sample_grid(self, n: int) -> np.ndarray | None:
+        """A model's own ``HxWx3`` uint8 image grid for the validation grids (a generative prior's samples);
+        None (the default): the grid callback shows ``n`` inpainted validation samples."""
+        return None
 
     @property
     def compared_procedures(self) -> tuple[str, ...]:

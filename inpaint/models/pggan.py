@@ -217,6 +217,9 @@ class PGGANModule(GANModule):
         self.set_lod(float(self.progression.initial_lod))
 
     # ------------------------------------------------------------------------------------ the prior
+    def inference_procedures(self) -> dict:
+        return {}  # a prior: nothing to inpaint with (the report says so; model=mganprior inverts it)
+
     def forward(self, image: Tensor, mask: Tensor) -> Tensor:
         """Refused: a prior does not inpaint (a ``ValueError``, so the command line reports it plainly)."""
         raise ValueError(
