@@ -25,7 +25,7 @@ def test_inversion_bench_writes_rates_and_outputs_agree(tmp_path):
     try:
         load_script().main([
             "--images", "2", "--batch", "2", "--iterations", "3", "--resolution", "16", "--z-dim", "16",
-            "--fmap-base", "64", "--fmap-max", "16", "--codes", "3", "--vgg", "none", "--threads", "1",
+            "--fmap-base", "64", "--fmap-max", "16", "--codes", "3", "--vgg", "none", "--threads", "1", "--repeats", "2",
             "--json", str(out),
         ])
     finally:
