@@ -26,7 +26,6 @@ The weights are random (the work of a fill does not depend on their values). The
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -37,17 +36,15 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from inpaint.cli import CONF_DIR
-from inpaint.data.masks import FreeFormMask
-from inpaint.models.density import build_density_net
-from inpaint.nets.autoregressive import Decoder, hole_pixels, naive_fill, quantize
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench import sync, write_json  # noqa: E402
+
+from inpaint.cli import CONF_DIR  # noqa: E402
+from inpaint.data.masks import FreeFormMask  # noqa: E402
+from inpaint.models.density import build_density_net  # noqa: E402
+from inpaint.nets.autoregressive import Decoder, hole_pixels, naive_fill, quantize  # noqa: E402
 
 MODELS = ("pixelcnn", "row_lstm", "diag_bilstm", "flat_row_lstm")
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def smooth_images(n: int, size: int, seed: int = 0) -> torch.Tensor:
@@ -166,9 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"{name:14s} {kind:7s} fast {res['fast_s_per_image'] * 1e3:9.3f} ms/image  naive "
                   f"{res['naive_s_per_image'] * 1e3:10.1f} ms/image  speedup {res['speedup']:8.1f}x  "
                   f"(agree: {res['fills_agree_on_timed_pixels']})", flush=True)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    write_json(args.json, results)
     return results
 
 

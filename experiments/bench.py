@@ -29,6 +29,7 @@ import json
 import platform
 import statistics
 import time
+from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -58,6 +59,13 @@ def sync(device: torch.device | str) -> None:
     """Wait for the device's queued work, so a host clock read after it times the work itself."""
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
+
+
+def write_json(path: Path | None, results: dict) -> None:
+    """Write a benchmark's results (``--json PATH``), creating the folder."""
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(results, indent=2) + "\n")
 
 
 def to_device(batches: list[dict[str, torch.Tensor]], device: torch.device | str) -> list[dict[str, torch.Tensor]]:

@@ -63,7 +63,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import platform
 import statistics
 import sys
@@ -75,17 +74,15 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from inpaint.cli import CONF_DIR
-from inpaint.models.mganprior import MGANPriorModule
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench import sync, write_json  # noqa: E402
+
+from inpaint.cli import CONF_DIR  # noqa: E402
+from inpaint.models.mganprior import MGANPriorModule  # noqa: E402
 
 PROCEDURES = ("batched", "official", "official_history_off")
 TARGET_SPEEDUP = 10.0
 
-
-def sync(device: torch.device) -> None:
-    """Wait for queued CUDA work, so a clock read after it times the work itself."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def build_model(args) -> MGANPriorModule:
@@ -322,9 +319,7 @@ def main(argv: list[str] | None = None) -> dict:
           f"(max abs diff float32 {diff:.3g}"
           + (f", float64 {results['max_abs_diff_float64']:.3g} after {results['check_iterations']} steps)"
              if args.check_float64 else ")"), flush=True)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    write_json(args.json, results)
     return results
 
 
