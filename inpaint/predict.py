@@ -35,10 +35,13 @@ from inpaint.models.base import CHECKPOINT_CLASS_KEY, InpaintModule
 log = logging.getLogger("inpaint.predict")
 
 
-def load_model(ckpt_path: str | None = None, model: str | None = None, weights: str | None = None) -> InpaintModule:
+def load_model(
+    ckpt_path: str | None = None, model: str | None = None, weights: str | None = None, options: dict | None = None
+) -> InpaintModule:
     """A model from an inpaint checkpoint (class and hyperparameters are stored in it), a non-learned model
     by its config name (``model=biharmonic``), or a model by its config name with the original authors'
-    released weights (``model=isnet weights=InpaintingModel_gen.pth``)."""
+    released weights (``model=isnet weights=InpaintingModel_gen.pth``). ``options`` (``+model_options.KEY=``)
+    override keys of the model config given by name, e.g. mGANprior's prior."""
     if bool(ckpt_path) == bool(model):
         raise ValueError("give exactly one of ckpt_path=PATH (a trained model) or model=NAME (e.g. model=biharmonic)")
     if model:
@@ -47,6 +50,8 @@ def load_model(ckpt_path: str | None = None, model: str | None = None, weights: 
             choices = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
             raise ValueError(f"model={model}: no such model config; choices: {choices}")
         node = OmegaConf.load(path)
+        if options:
+            node = OmegaConf.merge(node, options)
         if weights:
             if "official_weights" not in node:
                 raise ValueError(f"weights= loads the original authors' released weights; model={model} has no such loader")
@@ -57,6 +62,8 @@ def load_model(ckpt_path: str | None = None, model: str | None = None, weights: 
         return net
     if weights:
         raise ValueError("weights= goes with model=NAME (the authors' released weights), not with ckpt_path=")
+    if options:
+        raise ValueError("model_options= go with model=NAME; a checkpoint carries its own model config")
     ckpt = read_checkpoint(ckpt_path)
     target = ckpt.get(CHECKPOINT_CLASS_KEY)
     if target is None:
@@ -185,7 +192,8 @@ def inpaint_file(model: InpaintModule, image: np.ndarray, mask: np.ndarray, devi
 def predict(cfg: DictConfig) -> list[Path]:
     """Run the whole job; returns the written composite paths."""
     device = pick_device(cfg.device)
-    model = load_model(cfg.get("ckpt_path"), cfg.get("model"), cfg.get("weights")).to(device).eval()
+    model = load_model(cfg.get("ckpt_path"), cfg.get("model"), cfg.get("weights"), plain(cfg.get("model_options")))
+    model = model.to(device).eval()
     # a model refuses a procedure or option it does not have, by name
     model.configure_inference(procedure=cfg.get("procedure"), **plain(cfg.get("inference")))
     model.inference_seed = int(cfg.get("seed", 0))

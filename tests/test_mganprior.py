@@ -215,7 +215,7 @@ def test_predict_fills_a_photo(tmp_path):
 def test_predict_job_from_a_saved_mganprior_module(make_cfg, tmp_path):
     """``inpaint.predict ckpt_path=...``: a module saved with its hyperparameters (here a random 16 px prior) is
     rebuilt by the predict job, takes the inversion budget as inference options and writes the composites.
-    (``model=mganprior`` takes no model overrides there, so a random prior cannot be chosen that way.)"""
+    (``model=mganprior`` with ``+model_options.*`` is the other way: the next test.)"""
     from PIL import Image
 
     from inpaint.models.base import class_path
@@ -273,3 +273,29 @@ def test_thesis_table_experiments_compose(make_cfg, experiment):
     assert cfg.task == "test" and cfg.model.num_codes == 20 and cfg.model.layer == 8
     assert cfg.model.optimizer.name == "adam" and cfg.model.iterations == 3000
     assert cfg.model.attention.get("score", "dot") == ("scaled_dot" if experiment.endswith("64") else "dot")
+
+
+def test_predict_by_model_name_takes_model_options(make_cfg, tmp_path):
+    """``inpaint.predict model=mganprior +model_options.prior...``: the model config by name, with keys overridden
+    (here a random 16 px prior, no VGG); options with a checkpoint are refused by name."""
+    from PIL import Image
+
+    from inpaint.predict import predict
+
+    rng = np.random.default_rng(2)
+    Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    mask = np.zeros((16, 16), np.uint8)
+    mask[2:9, 5:12] = 255
+    Image.fromarray(mask).save(tmp_path / "m.png")
+    sizes = [f"+model_options.prior.{k}={v}" for k, v in SIZES.items()]
+    cfg = make_cfg("model=mganprior", "+model_options.prior.official=null", "+model_options.prior.random=true",
+                   *sizes, "+model_options.loss.vgg=none", "+model_options.compose_res=8",
+                   "+model_options.num_codes=2", "+inference.iterations=2", f"input={tmp_path / 'a.png'}",
+                   f"mask={tmp_path / 'm.png'}", f"output={tmp_path / 'out'}", "device=cpu", config="predict")
+    (written,) = predict(cfg)
+    out, src = np.asarray(Image.open(written)), np.asarray(Image.open(tmp_path / "a.png"))
+    assert (out[mask == 0] == src[mask == 0]).all()
+    bad = make_cfg(f"ckpt_path={tmp_path / 'x.ckpt'}", "+model_options.num_codes=2", f"input={tmp_path / 'a.png'}",
+                   f"mask={tmp_path / 'm.png'}", f"output={tmp_path / 'o2'}", config="predict")
+    with pytest.raises(ValueError, match="model_options= go with model=NAME"):
+        predict(bad)
