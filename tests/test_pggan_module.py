@@ -146,6 +146,8 @@ def test_trains_a_step_at_each_phase_kind(phase, stabilise, fade, steps, lod, ci
     again = run(make_cfg(*overrides(cifar, stabilise, fade, "task=test", f"ckpt_path={ckpt_file}"),
                          out=tmp_path / "test"))
     assert again["test/swd"] == pytest.approx(results["test/swd"], rel=1e-5)
+    md = (tmp_path / "test" / "metrics.md").read_text()  # a prior's report: its own numbers, no empty table
+    assert "no inference procedure" not in md and "the model does not inpaint" in md and "| test/swd |" in md
     # what inversion does with the file: the EMA generator, rebuilt from the hyper-parameters
     g = PGGANGenerator(**ckpt["hyper_parameters"]["generator"])
     g.load_state_dict({k.removeprefix("generator_ema."): v for k, v in state.items()
