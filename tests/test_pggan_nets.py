@@ -185,9 +185,9 @@ def test_fade_in_integer_lod_is_the_plain_network():
             out = g(z, lod=float(lod))
             assert out.shape[-1] == 4 * 2**top
             torch.testing.assert_close(out, ref, rtol=0, atol=0)
-            g.lod.fill_(lod)  # the buffer is the default
+            g.set_lod(lod)  # the set level of detail is the default
             torch.testing.assert_close(g(z), ref, rtol=0, atol=0)
-        g.lod.zero_()
+        g.set_lod(0)
 
 
 @pytest.mark.parametrize("lod", [0.25, 1.5, 2.75])

@@ -230,13 +230,13 @@ class PGGANModule(GANModule):
     @property
     def lod(self) -> float:
         """The current level of detail (the generator's ``lod`` buffer)."""
-        return float(self.generator.lod)
+        return self.generator.level_of_detail
 
     def set_lod(self, lod: float) -> None:
         """Set the level of detail of G, D and the EMA generator."""
         for net in (self.generator, self.discriminator, getattr(self, "generator_ema", None)):
             if net is not None:
-                net.lod.fill_(float(lod))
+                net.set_lod(lod)
 
     def images_seen(self, step: int | None = None) -> int:
         """Real images shown before generator iteration ``step`` (default: the current one)."""

@@ -193,6 +193,34 @@ class ToRGB(EqualizedConv2d):
         return self.conv(pixel_norm(x))
 
 
+
+class _LevelOfDetail(nn.Module):
+    """The ``lod`` buffer (in the state dict, so checkpoints carry it) and a host copy of it that the forward
+    reads: setting and reading the level of detail never waits for the device (no sync per training step).
+    Change it with :meth:`set_lod`; loading a state dict refreshes the host copy."""
+
+    def _init_lod(self) -> None:
+        self.register_buffer("lod", torch.zeros(()))
+        self._lod = 0.0
+        self.register_load_state_dict_post_hook(_refresh_lod)
+
+    def set_lod(self, value: float) -> None:
+        self._lod = float(value)
+        self.lod.fill_(self._lod)
+
+    @property
+    def level_of_detail(self) -> float:
+        """The current lod as a Python float (the host copy of the buffer)."""
+        return self._lod
+
+    def _lod_value(self, lod: float | None) -> float:
+        return self._lod if lod is None else float(lod)
+
+
+def _refresh_lod(module: _LevelOfDetail, incompatible_keys) -> None:
+    module._lod = 0.0 if module.lod.is_meta else float(module.lod)
+
+
 def _split_lod(lod: float, num_blocks: int) -> tuple[int, float]:
     """``(top block index, fade weight t)`` of a level of detail; block ``b`` is at ``4 * 2**b``."""
     if not 0.0 <= lod <= num_blocks - 1:
@@ -201,7 +229,7 @@ def _split_lod(lod: float, num_blocks: int) -> tuple[int, float]:
     return num_blocks - 1 - whole, lod - whole
 
 
-class PGGANGenerator(nn.Module):
+class PGGANGenerator(_LevelOfDetail):
     """The PGGAN generator (no labels, ``fused_scale = False``), growing from 4x4 to ``resolution``.
 
     Args:
@@ -251,7 +279,7 @@ class PGGANGenerator(nn.Module):
         self.resolution, self.z_dim = resolution, z_dim
         self.fmap_base, self.fmap_max, self.out_channels = fmap_base, fmap_max, out_channels
         self.num_blocks = _log2(resolution) - 1
-        self.register_buffer("lod", torch.zeros(()))
+        self._init_lod()
         for b in range(self.num_blocks):
             ch = self.channels(4 * 2**b)
             if b == 0:
@@ -276,10 +304,6 @@ class PGGANGenerator(nn.Module):
     def to_rgb(self, b: int) -> ToRGB:
         return self.get_submodule(f"output{b}")  # type: ignore[return-value]
 
-    def _lod_value(self, lod: float | None) -> float:
-        if lod is not None:
-            return float(lod)
-        return 0.0 if self.lod.is_meta else float(self.lod)
 
     def sequence(self, lod: float | None = None) -> list[nn.Module]:
         """``S`` of the network at an integer level of detail (default: the ``lod`` buffer)."""
@@ -395,7 +419,7 @@ class _DBlock(nn.Module):
         return F.avg_pool2d(x, 2)
 
 
-class PGGANDiscriminator(nn.Module):
+class PGGANDiscriminator(_LevelOfDetail):
     """The PGGAN discriminator (spec 2.5): returns raw scores (B, 1) (WGAN-GP critic, no sigmoid).
 
     Args:
@@ -420,7 +444,7 @@ class PGGANDiscriminator(nn.Module):
         self.resolution, self.fmap_base, self.fmap_max = resolution, fmap_base, fmap_max
         self.in_channels = in_channels
         self.num_blocks = _log2(resolution) - 1
-        self.register_buffer("lod", torch.zeros(()))
+        self._init_lod()
 
         def ch(b: int) -> int:
             return nf(b + 1, fmap_base, fmap_max)
@@ -432,10 +456,6 @@ class PGGANDiscriminator(nn.Module):
         self.dense0 = EqualizedLinear(ch(0) * 16, nf(0, fmap_base, fmap_max))
         self.dense1 = EqualizedLinear(nf(0, fmap_base, fmap_max), 1, gain=1.0)
 
-    def _lod_value(self, lod: float | None) -> float:
-        if lod is not None:
-            return float(lod)
-        return 0.0 if self.lod.is_meta else float(self.lod)
 
     def input_resolution(self, lod: float | None = None) -> int:
         """The image size :meth:`forward` expects at ``lod`` (default: the buffer)."""
