@@ -49,12 +49,18 @@ Masks: ``conf/mask/blocks_25.yaml`` (the thesis's "Mask 2": one fixed block mask
 pixels, drawn once per image size with seed 0 and used for every image, as the official script uses one
 mask file per run). Images: smooth random colour fields in [0, 1].
 
+Arithmetic: ``--flops-only`` counts the operations per image and step of each procedure (convolutions and
+matrix products, forward and backward: :func:`flops_per_image_iteration`) instead of timing; the full run
+reports them too. Their ratio (``compute_bound_speedup``, 1.5x at 32 and 64 px with N = 20) is all a machine
+bound by arithmetic could gain; a larger measured speedup is per-call overhead removed by batching.
+
 Timing: the three procedures run one after the other on all images, and ``--repeats`` rounds alternate
 their order; each procedure's time is the median over rounds. One untimed warm-up (2 iterations of every
 procedure on one image) comes first. On CUDA the clock reads wait for the GPU. The speedups are
 ``batched_images_per_hour / official*_images_per_hour``; the issue's target is >= 10x the official loop.
 
   python experiments/inversion_bench.py --json experiments/results/inversion_bench_cpu.json
+  python experiments/inversion_bench.py --flops-only --iterations 50 --json experiments/results/inversion_flops_32px.json
   python experiments/inversion_bench.py --device cuda --resolution 256 --z-dim 512 --fmap-base 8192 \\
       --fmap-max 512 --codes 20 --iterations 200 --images 16 --batch 16 --json out.json
 """
@@ -73,6 +79,8 @@ import numpy as np
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import sync, write_json  # noqa: E402
@@ -212,6 +220,47 @@ def timed(name, model, images, masks, batch, device) -> tuple[float, torch.Tenso
     return time.perf_counter() - start, raw, rerender
 
 
+class FlopCount(TorchDispatchMode):
+    """Sums the operations of every aten call that torch's FLOP formulas cover (convolutions and matrix
+    products, forward and backward). ``FlopCounterMode`` itself is not used: its module tracker refuses the
+    generator calls made under ``no_grad`` (the official history's re-render)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        formula = flop_registry.get(func._overloadpacket)
+        if formula is not None:
+            self.total += formula(*args, **kwargs, out_val=out)
+        return out
+
+
+def flops_per_image_iteration(model: MGANPriorModule, images: torch.Tensor, masks: torch.Tensor,
+                               batch: int) -> dict[str, float]:
+    """Floating-point operations (convolutions and matrix products, forward and backward, as counted by
+    torch's FLOP formulas, :class:`FlopCount`) per image and optimisation step of each procedure.
+
+    Each procedure is counted on ``batch`` images with 2 and with 4 iterations; the difference over 2 steps
+    leaves out the one-off work (the batched target's VGG features, the final render). Their ratio is the
+    speedup a machine bound by arithmetic alone could give: what remains above it in the timings is per-call
+    overhead that batching removes (small kernels, Python, the latent history's copies)."""
+    budget, n = model.iterations, min(batch, images.shape[0])
+    counts: dict[str, float] = {}
+    for name in PROCEDURES:
+        totals = []
+        for steps in (2, 4):
+            model.iterations = steps
+            with FlopCount() as counter:
+                run(name, model, images[:n], masks[:n], n)
+            totals.append(counter.total)
+        counts[name] = (totals[1] - totals[0]) / 2 / n
+    model.iterations = budget
+    return counts
+
+
 def float64_check(model: MGANPriorModule, image: torch.Tensor, mask: torch.Tensor, iterations: int) -> float:
     """Max abs difference of image 0's raw outputs, batched vs official (history off), in float64, after
     ``iterations`` steps."""
@@ -221,6 +270,22 @@ def float64_check(model: MGANPriorModule, image: torch.Tensor, mask: torch.Tenso
     m64.invert(img, msk, torch.arange(1))
     official, _ = official_invert(m64, img, msk, 0, history=False)
     return float((m64.last_raw - official).abs().max())
+
+
+def setup(args, model: MGANPriorModule, images: torch.Tensor, masks: torch.Tensor, device: torch.device) -> dict:
+    """The settings and machine a result was measured with."""
+    return {
+        "resolution": args.resolution, "z_dim": args.z_dim, "fmap_base": args.fmap_base,
+        "fmap_max": args.fmap_max, "codes": model.num_codes, "layer": model.layer,
+        "feature_shape": list(model.feature_shape), "iterations": args.iterations, "images": args.images,
+        "batch": args.batch, "vgg": args.vgg, "perceptual_weight": model.w_perceptual,
+        "optimizer": model.optimizer_name, "lr": model.lr, "repeats": args.repeats,
+        "masks": "conf/mask/blocks_25.yaml (one fixed block mask, seed 0)",
+        "hole_ratio": float(masks[0].mean()), "dtype": str(images.dtype), "device": str(device),
+        "threads": torch.get_num_threads(), "torch": torch.__version__, "machine": platform.machine(),
+        "processor": platform.processor(),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -247,6 +312,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--check-iterations", type=int, default=None,
                    help="steps of the float64 check (default: --iterations, at most 100)")
     p.add_argument("--atol64", type=float, default=1e-9, help="tolerance of the float64 output check")
+    p.add_argument("--flops-only", action="store_true",
+                   help="count the arithmetic per image and step of each procedure (no timing) and stop")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
@@ -257,6 +324,15 @@ def main(argv: list[str] | None = None) -> dict:
     model.ensure_prior()
     images, masks = make_data(args.images, args.resolution)
     images, masks = images.to(device), masks.to(device)
+
+    if args.flops_only:
+        flops = flops_per_image_iteration(model, images, masks, args.batch)
+        results = {"flops_per_image_iteration": flops, "compute_bound_speedup": flops["official"] / flops["batched"],
+                   "_setup": setup(args, model, images, masks, device)}
+        print(f"FLOPs per image and step: " + ", ".join(f"{k} {v / 1e6:.1f} M" for k, v in flops.items())
+              + f"; arithmetic alone allows {results['compute_bound_speedup']:.2f}x", flush=True)
+        write_json(args.json, results)
+        return results
 
     budget = model.iterations
     model.iterations = min(2, budget)  # warm-up: one-time costs (VGG build, kernels) out of the timings
@@ -277,6 +353,7 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"round {r + 1}/{args.repeats} {name:21s} {s:9.3f} s  ({s / args.images:.3f} s/image)",
                   flush=True)
 
+    flops = flops_per_image_iteration(model, images, masks, args.batch)
     per_hour = {name: 3600.0 * args.images / statistics.median(v) for name, v in seconds.items()}
     diff = float((outputs["batched"][0] - outputs["official_history_off"][0]).abs().max())
     diff_history = float((outputs["official"][0] - outputs["official_history_off"][0]).abs().max())
@@ -288,6 +365,8 @@ def main(argv: list[str] | None = None) -> dict:
         "speedup_vs_history_off": per_hour["batched"] / per_hour["official_history_off"],
         "target_speedup": TARGET_SPEEDUP,
         "meets_target": per_hour["batched"] / per_hour["official"] >= TARGET_SPEEDUP,
+        "flops_per_image_iteration": flops,
+        "compute_bound_speedup": flops["official"] / flops["batched"],
         "official_rerender_s_per_image": statistics.median(rerender) / args.images,
         "seconds": seconds,
         "outputs_agree": diff <= args.atol,
@@ -295,18 +374,7 @@ def main(argv: list[str] | None = None) -> dict:
         "atol": args.atol,
         "float32_within_atol": diff <= args.atol,
         "max_abs_diff_history_on_vs_off": diff_history,
-        "_setup": {
-            "resolution": args.resolution, "z_dim": args.z_dim, "fmap_base": args.fmap_base,
-            "fmap_max": args.fmap_max, "codes": model.num_codes, "layer": model.layer,
-            "feature_shape": list(model.feature_shape), "iterations": budget, "images": args.images,
-            "batch": args.batch, "vgg": args.vgg, "perceptual_weight": model.w_perceptual,
-            "optimizer": model.optimizer_name, "lr": model.lr, "repeats": args.repeats,
-            "masks": "conf/mask/blocks_25.yaml (one fixed block mask, seed 0)",
-            "hole_ratio": float(masks[0].mean()), "dtype": str(images.dtype), "device": str(device),
-            "threads": torch.get_num_threads(), "torch": torch.__version__, "machine": platform.machine(),
-            "processor": platform.processor(),
-            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        },
+        "_setup": setup(args, model, images, masks, device),
     }
     if args.check_float64:
         steps = min(budget, 100) if args.check_iterations is None else args.check_iterations
@@ -315,7 +383,8 @@ def main(argv: list[str] | None = None) -> dict:
                        check_iterations=steps)
     print(f"images/hour: batched {per_hour['batched']:.1f}, official {per_hour['official']:.1f} "
           f"(history off {per_hour['official_history_off']:.1f}); speedup {results['speedup']:.1f}x "
-          f"({results['speedup_vs_history_off']:.1f}x vs history off); outputs agree: {results['outputs_agree']} "
+          f"({results['speedup_vs_history_off']:.1f}x vs history off; arithmetic alone would allow "
+          f"{results['compute_bound_speedup']:.2f}x); outputs agree: {results['outputs_agree']} "
           f"(max abs diff float32 {diff:.3g}"
           + (f", float64 {results['max_abs_diff_float64']:.3g} after {results['check_iterations']} steps)"
              if args.check_float64 else ")"), flush=True)

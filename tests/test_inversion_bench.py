@@ -40,3 +40,9 @@ def test_inversion_bench_writes_rates_and_outputs_agree(tmp_path):
     assert result["max_abs_diff_history_on_vs_off"] == 0.0  # the history changes the cost, not the result
     assert result["_setup"]["iterations"] == 3 and result["_setup"]["codes"] == 3
     assert 0.2 < result["_setup"]["hole_ratio"] < 0.3
+    flops = result["flops_per_image_iteration"]
+    # no VGG here: the batched step and the official step without history do the same arithmetic; the
+    # history's re-render adds one generator forward per step
+    assert abs(flops["batched"] - flops["official_history_off"]) <= 1e-6 * flops["batched"]
+    assert flops["official"] > flops["official_history_off"]
+    assert result["compute_bound_speedup"] == flops["official"] / flops["batched"]
