@@ -179,6 +179,10 @@ class TrialsTable(Callback):
         self.tables = [PivotTable(OmegaConf.to_container(t, resolve=True) if OmegaConf.is_config(t) else dict(t)) for t in (tables or [])]
         self.tables_filename = tables_filename
         self.include = [Path(p) for p in (include or [])]
+        missing = [str(p) for p in self.include if not (p / f"{filename}.jsonl").is_file()]
+        if missing:  # before the first job, not after it
+            raise ValueError(f"TrialsTable include: no {filename}.jsonl in {missing} (sweep directories of earlier "
+                             "sweeps with these tables)")
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -210,10 +214,8 @@ class TrialsTable(Callback):
                 log.info("result tables: %s", tables)
 
     def _read(self, sweep_dir: Path) -> list[dict]:
-        path = sweep_dir / f"{self.filename}.jsonl"
-        if not path.is_file():
-            raise FileNotFoundError(f"TrialsTable include: no {path} (a sweep directory of a finished sweep?)")
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        lines = (sweep_dir / f"{self.filename}.jsonl").read_text().splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
 
     def rows(self, sweep_dir: Path) -> list[dict]:
         rows = self._read(sweep_dir)

@@ -99,3 +99,10 @@ def test_pivot_default_fills_trials_without_the_key_and_bad_specs_fail():
         PivotTable({"rows": "a", "metrics": {"psnr": "P"}})
     with pytest.raises(ValueError, match="needs a key"):
         PivotTable({"rows": {"labels": {}}, "columns": "b", "metrics": {"psnr": "P"}})
+
+
+def test_include_of_a_folder_without_trials_fails_before_any_job(tmp_path):
+    from inpaint.sweeps import TrialsTable
+
+    with pytest.raises(ValueError, match="include: no trials.jsonl"):
+        TrialsTable(include=[str(tmp_path)], tables=[{"rows": "a", "columns": "b", "metrics": {"m": "M"}}])
