@@ -15,8 +15,8 @@ leaves the others running and is recorded as that section's error; each process'
   overhead  experiments/bench.py's Lightning-vs-plain-loop ratio on the device: SC-NN at 64 and 256 px, the
             context encoder and the WGAN context encoder at 32 px, batch 64
   density   each density model (pixelcnn, row_lstm, diag_bilstm, flat_row_lstm at their configs' sizes, built
-            as ``inpaint.run`` builds them): training steps through Lightning at batch 16 of 32 px images, the
-            median step time and peak memory, then one fill (the model's ``inpaint``) of the CIFAR 8x8 centre
+            as ``inpaint.run`` builds them): 3 training steps through Lightning at batch 16 of 32 px images
+            after a warm-up one, the median step time and peak memory, then one fill (the model's ``inpaint``) of the CIFAR 8x8 centre
             hole on a batch of 16, its time and peak memory
   mganprior experiments/inversion_bench.py on the device: the paper's 256 px PGGAN (z 512, fmap_base 8192,
             N = 20 codes composed at 32x32), a few iterations: batched vs official-loop images/hour and the
@@ -58,7 +58,7 @@ from isnet_bench import hole_masks, images, run_case  # noqa: E402
 
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
 # seconds per section (the process's start included); together with the set-up they stay under 8 minutes
-BUDGETS = {"latency": 60, "train": 100, "amp": 60, "overhead": 75, "density": 55, "mganprior": 90}
+BUDGETS = {"latency": 60, "train": 90, "amp": 60, "overhead": 70, "density": 75, "mganprior": 90}
 DENSITY_MODELS = ("pixelcnn", "row_lstm", "diag_bilstm", "flat_row_lstm")
 CASE_MARK = "CASE "  # a section prints one line per finished case, so a timeout keeps what finished
 
@@ -76,7 +76,7 @@ def sizes(args) -> SimpleNamespace:
                                                  iterations=3))
     return SimpleNamespace(size=256, blocks=4, images=20, warmup=3, batch=8, steps=8, amp_steps=20,
                            growth_interval=5,
-                           density=dict(size=32, batch=16, steps=5),
+                           density=dict(size=32, batch=16, steps=3),
                            # the paper's prior; 10 iterations of 8 images keep the official loop (20 batch-1 G1
                            # passes per iteration, then the re-render of every iteration) within the budget
                            inversion=["--resolution", "256", "--z-dim", "512", "--fmap-base", "8192", "--fmap-max",

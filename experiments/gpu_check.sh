@@ -39,5 +39,5 @@ python3 -c "import hydra, omegaconf, kornia" || {
     echo "hydra-core, omegaconf or kornia missing: fill .whl/ as this script's header says and carry it" >&2
     exit 1
 }
-# every section has its own budget inside gpu_check.py (440 s together); this is the backstop
+# every section has its own budget inside gpu_check.py (445 s together); this is the backstop
 timeout 470 python3 experiments/gpu_check.py --out "$out" "$@" 2>&1 | tee "$out/gpu_check.log"
