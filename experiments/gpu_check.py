@@ -1,5 +1,6 @@
 """One GPU check in under 8 minutes: ISNet latency and training cost per precision, 16-mixed training with a
-moving loss scale, Lightning's overhead on the GPU, and the environment, written as JSON + markdown.
+moving loss scale, Lightning's overhead on the GPU, the density models' training step and fill, mGANprior's
+inversion throughput and batched == one-by-one check, and the environment, written as JSON + markdown.
 
 Sections (each in its own process, under its own time budget, so a crash, a hang or a CUDA error in one
 leaves the others running and is recorded as that section's error; each process's peak memory is its own):
@@ -13,6 +14,14 @@ leaves the others running and is recorded as that section's error; each process'
             it (ISNet steps two optimizers; the GAN mechanism updates the scale once, after both steps)
   overhead  experiments/bench.py's Lightning-vs-plain-loop ratio on the device: SC-NN at 64 and 256 px, the
             context encoder and the WGAN context encoder at 32 px, batch 64
+  density   each density model (pixelcnn, row_lstm, diag_bilstm, flat_row_lstm at their configs' sizes, built
+            as ``inpaint.run`` builds them): 3 training steps through Lightning at batch 16 of 32 px images
+            after a warm-up one, the median step time and peak memory, then one fill (the model's ``inpaint``) of the CIFAR 8x8 centre
+            hole on a batch of 16, its time and peak memory
+  mganprior experiments/inversion_bench.py on the device: the paper's 256 px PGGAN (z 512, fmap_base 8192,
+            N = 20 codes composed at 32x32), a few iterations: batched vs official-loop images/hour and the
+            speedup (target 10x); then one ``invert`` in float64 (CBAM per image) of a batch of 3 against each
+            image alone, which must agree to 1e-9
   env       GPU name, memory, capability, torch / CUDA / cuDNN / Lightning versions
 
 Times are medians over N timed steps after warm-up ones; every clock read on CUDA follows a
@@ -43,12 +52,14 @@ import lightning as L
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import overhead, time_lightning  # noqa: E402
+from ar_fill_bench import center_holes, smooth_images  # noqa: E402
+from bench import overhead, sync, time_lightning  # noqa: E402
 from isnet_bench import hole_masks, images, run_case  # noqa: E402
 
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
 # seconds per section (the process's start included); together with the set-up they stay under 8 minutes
-BUDGETS = {"latency": 75, "train": 150, "amp": 90, "overhead": 125}
+BUDGETS = {"latency": 60, "train": 90, "amp": 60, "overhead": 70, "density": 75, "mganprior": 90}
+DENSITY_MODELS = ("pixelcnn", "row_lstm", "diag_bilstm", "flat_row_lstm")
 CASE_MARK = "CASE "  # a section prints one line per finished case, so a timeout keeps what finished
 
 
@@ -56,11 +67,25 @@ def sizes(args) -> SimpleNamespace:
     """The knobs of every section: full (a GPU, 256 px, batch 8) or ``--quick`` (a CPU, seconds)."""
     if args.quick:
         return SimpleNamespace(size=64, blocks=1, images=2, warmup=1, batch=2, steps=1, amp_steps=4,
-                               growth_interval=2, overhead=[dict(batch=2, size=32, steps=2, warmup=1, repeats=1)])
-    return SimpleNamespace(size=256, blocks=4, images=20, warmup=5, batch=8, steps=10, amp_steps=20,
+                               growth_interval=2, overhead=[dict(batch=2, size=32, steps=2, warmup=1, repeats=1)],
+                               density=dict(size=16, batch=2, steps=1),
+                               inversion=["--resolution", "16", "--z-dim", "16", "--fmap-base", "64", "--fmap-max",
+                                          "16", "--codes", "2", "--iterations", "2", "--images", "2", "--batch",
+                                          "2", "--repeats", "1"],
+                               invert_check=dict(resolution=16, z_dim=16, fmap_base=64, fmap_max=16, codes=3,
+                                                 iterations=3))
+    return SimpleNamespace(size=256, blocks=4, images=20, warmup=3, batch=8, steps=8, amp_steps=20,
                            growth_interval=5,
-                           overhead=[dict(batch=8, size=64, steps=30, warmup=5, repeats=3),
-                                     dict(batch=8, size=256, steps=20, warmup=5, repeats=3),
+                           density=dict(size=32, batch=16, steps=3),
+                           # the paper's prior; 10 iterations of 8 images keep the official loop (20 batch-1 G1
+                           # passes per iteration, then the re-render of every iteration) within the budget
+                           inversion=["--resolution", "256", "--z-dim", "512", "--fmap-base", "8192", "--fmap-max",
+                                      "512", "--codes", "20", "--iterations", "10", "--images", "8", "--batch",
+                                      "8", "--repeats", "2"],
+                           invert_check=dict(resolution=64, z_dim=128, fmap_base=2048, fmap_max=256, codes=20,
+                                             iterations=10),
+                           overhead=[dict(batch=8, size=64, steps=20, warmup=5, repeats=2),
+                                     dict(batch=8, size=256, steps=15, warmup=5, repeats=2),
                                      # the context encoders at the paper's CIFAR size; ce_wgan: 4 cycles of
                                      # 10 critic steps + 1 generator step per timed run
                                      dict(model="context_encoder", batch=64, size=32, steps=30, warmup=5, repeats=2),
@@ -197,7 +222,95 @@ def section_overhead(args, s) -> None:
     each_case(cases, lambda o: overhead(device=args.device, log=lambda line: print(line, flush=True), **o))
 
 
-SECTIONS = {"latency": section_latency, "train": section_train, "amp": section_amp, "overhead": section_overhead}
+def density_case(args, s, name: str) -> dict:
+    """Training steps and one centre-hole fill of ``model=name``, built from the composed config."""
+    from hydra import compose, initialize_config_dir
+
+    from inpaint.cli import CONF_DIR
+    from inpaint.run import build_model
+
+    d, device = s.density, torch.device(args.device)
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[f"model={name}", f"data.image_size={d['size']}"])
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    hole = center_holes(d["batch"], d["size"], hole=max(2, d["size"] // 4))[:, None].float()
+    batches = [{"image": smooth_images(d["batch"], d["size"], seed=i), "mask": hole} for i in range(d["steps"] + 1)]
+    times = time_lightning(model, batches, 1, "gpu" if device.type == "cuda" else "cpu")  # the first step warms up
+    result = {"params": sum(p.numel() for p in model.parameters()), "batch": d["batch"], "size": d["size"],
+              "train_steps": len(times), "train_step_s": statistics.median(times)}
+    if device.type == "cuda":
+        result["train_peak_mem_mib"] = torch.cuda.max_memory_allocated() / 2**20
+        torch.cuda.reset_peak_memory_stats()
+    model = model.to(device).eval()
+    image, mask = batches[0]["image"].to(device), hole.to(device)
+    with torch.no_grad():
+        sync(device)
+        start = time.perf_counter()
+        filled = model.inpaint(image, mask)
+        sync(device)
+    result.update(fill_s=time.perf_counter() - start, fill_hole_pixels=int(hole.sum()),
+                  fill_keeps_known=bool(torch.equal(filled[(mask == 0).expand_as(filled)],
+                                                    image[(mask == 0).expand_as(image)])))
+    return checked(result, device, "fill_peak_mem_mib", "fill_keeps_known", "the fill changed known pixels")
+
+
+def checked(result: dict, device: torch.device, peak_key: str, check: str, failure: str) -> dict:
+    """``result`` with the CUDA peak memory under ``peak_key``; raises ``failure`` unless ``result[check]``."""
+    if device.type == "cuda":
+        result[peak_key] = torch.cuda.max_memory_allocated() / 2**20
+    if not result[check]:
+        raise AssertionError(f"{failure}: {json.dumps(result)}")
+    return result
+
+
+def section_density(args, s) -> None:
+    each_case([(name, name, None) for name in DENSITY_MODELS], lambda name: density_case(args, s, name))
+
+
+def invert_check(args, s) -> dict:
+    """One ``invert`` of a batch of 3 (CBAM per image, float64) against each image inverted alone."""
+    from inpaint.models.mganprior import MGANPriorModule
+
+    c, device = s.invert_check, torch.device(args.device)
+    prior = {"random": True, **{k: c[k] for k in ("resolution", "z_dim", "fmap_base", "fmap_max")}}
+    model = MGANPriorModule(prior=prior, num_codes=c["codes"], iterations=c["iterations"], progress=False,
+                            attention={"type": "cbam", "reduction": 4}, loss={"vgg": "random"})
+    model = model.to(device=device, dtype=torch.float64)
+    size = c["resolution"]
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(3, 3, size, size, generator=g, dtype=torch.float64)
+    mask = torch.zeros(3, 1, size, size, dtype=torch.float64)
+    for i in range(3):
+        mask[i, :, size // 8 + i : size // 2 + i, size // 4 : size // 2 + size // 8 - i] = 1
+    image, mask, index = image.to(device), mask.to(device), torch.tensor([5, 1, 9])
+    sync(device)
+    start = time.perf_counter()
+    together = model.invert(image, mask, index)
+    raw = model.last_raw
+    sync(device)
+    batched_s = time.perf_counter() - start
+    diffs = []
+    for i in range(3):
+        alone = model.invert(image[i : i + 1], mask[i : i + 1], index[i : i + 1])
+        diffs += [float((alone[0] - together[i]).abs().max()), float((model.last_raw[0] - raw[i]).abs().max())]
+    result = {"images": 3, "codes": c["codes"], "iterations": c["iterations"], "resolution": size,
+              "dtype": "float64", "attention": "cbam", "batched_s": batched_s, "max_abs_diff": max(diffs),
+              "atol": 1e-9, "batched_equals_one_by_one": max(diffs) <= 1e-9}
+    return checked(result, device, "peak_mem_mib", "batched_equals_one_by_one",
+                   "batched invert differs from one-by-one")
+
+
+def section_mganprior(args, s) -> None:
+    from inversion_bench import main as inversion_bench
+
+    argv = [*s.inversion, "--device", args.device, "--threads", str(torch.get_num_threads())]
+    each_case([("inversion_bench", argv, None), ("invert_batched_vs_one_by_one", None, None)],
+              lambda a: inversion_bench(a) if a else invert_check(args, s))
+
+
+SECTIONS = {"latency": section_latency, "train": section_train, "amp": section_amp, "overhead": section_overhead,
+            "density": section_density, "mganprior": section_mganprior}
 
 
 def environment(device: str) -> dict:
@@ -294,6 +407,32 @@ def markdown(report: dict) -> str:
                   "| case | plain (ms/step) | Lightning (ms/step) | ratio |", "|---|---|---|---|"]
         lines += [f"| {k} | {c['plain_ms_per_step']:.2f} | {c['lightning_ms_per_step']:.2f} | "
                   f"{c['overhead_ratio_median']:.3f} |" for k, c in ov.items()]
+    dens = ok("density")
+    if dens:
+        lines += ["", "## Density models: training step and one centre-hole fill", "",
+                  "| model | params | batch | s/step | train peak (MiB) | fill s (batch) | fill peak (MiB) |",
+                  "|---|---|---|---|---|---|---|"]
+        lines += [f"| {k} | {c['params']:,} | {c['batch']}x{c['size']} px | {c['train_step_s']:.4f} | "
+                  f"{fmt(c.get('train_peak_mem_mib'), '.0f')} | {c['fill_s']:.4f} | "
+                  f"{fmt(c.get('fill_peak_mem_mib'), '.0f')} |" for k, c in dens.items()]
+    mgp = ok("mganprior")
+    bench_case, check = mgp.get("inversion_bench"), mgp.get("invert_batched_vs_one_by_one")
+    if bench_case or check:
+        lines += ["", "## mGANprior inversion", ""]
+    if bench_case:
+        st = bench_case["_setup"]
+        lines += [f"{st['resolution']} px prior, N = {st['codes']} codes at layer {st['layer']}, "
+                  f"{st['iterations']} iterations, {st['images']} images (batch {st['batch']}):", "",
+                  "| batched (images/h) | official (images/h) | official, history off (images/h) | speedup | "
+                  "vs history off | meets 10x | outputs agree |", "|---|---|---|---|---|---|---|",
+                  f"| {bench_case['batched_images_per_hour']:.0f} | {bench_case['official_images_per_hour']:.0f} | "
+                  f"{bench_case['official_history_off_images_per_hour']:.0f} | {bench_case['speedup']:.1f}x | "
+                  f"{bench_case['speedup_vs_history_off']:.1f}x | {bench_case['meets_target']} | "
+                  f"{bench_case['outputs_agree']} |"]
+    if check:
+        lines += ["", f"`invert` of {check['images']} images ({check['resolution']} px, N = {check['codes']}, "
+                  f"{check['iterations']} iterations, CBAM, float64) batched vs one by one: max abs diff "
+                  f"{check['max_abs_diff']:.3g} (atol {check['atol']:g}), equal: {check['batched_equals_one_by_one']}."]
     errors = [(f"{n}/{k}", c.get("error") or c.get("reason")) for n, r in secs.items()
               for k, c in r["cases"].items() if c["status"] != "ok"]
     errors += [(n, r["error"]) for n, r in secs.items() if r.get("error")]
@@ -320,7 +459,7 @@ def main() -> None:
 
     t0 = time.perf_counter()
     argv = sys.argv[1:]
-    report = {"quick": args.quick, "sizes": {k: v for k, v in vars(s).items() if k != "overhead"},
+    report = {"quick": args.quick, "sizes": {k: v for k, v in vars(s).items() if k not in ("overhead", "inversion")},
               "env": environment(args.device), "sections": {}}
     for name in args.only:
         if name == "amp" and amp_skip(args):  # no process just to say so

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # GPU check of inpaint in under 8 minutes (experiments/gpu_check.py says what it measures): ISNet latency per
 # precision with and without PRA, ISNet training-iteration time and peak memory at batch 8, 20 iterations
-# under 16-mixed with a moving loss scale, Lightning's overhead on the GPU, and the environment. Writes
-# gpu_check.json, gpu_check.md and gpu_check.log to $OUT if set, else to experiments/results/.
+# under 16-mixed with a moving loss scale, Lightning's overhead on the GPU, the density models' training step
+# and fill, mGANprior's batched-vs-official inversion throughput and batched == one-by-one check, and the
+# environment. Writes gpu_check.json, gpu_check.md and gpu_check.log to $OUT if set, else to
+# experiments/results/.
 #
 #   experiments/gpu_check.sh [extra gpu_check.py arguments, e.g. --only latency train]
 #
@@ -37,5 +39,5 @@ python3 -c "import hydra, omegaconf, kornia" || {
     echo "hydra-core, omegaconf or kornia missing: fill .whl/ as this script's header says and carry it" >&2
     exit 1
 }
-# every section has its own budget inside gpu_check.py (about 7 minutes together); this is the backstop
+# every section has its own budget inside gpu_check.py (445 s together); this is the backstop
 timeout 470 python3 experiments/gpu_check.py --out "$out" "$@" 2>&1 | tee "$out/gpu_check.log"

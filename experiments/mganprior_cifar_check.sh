@@ -12,6 +12,8 @@
 #              stabilise / fade phase, so the growing ends (lod 0) after 24 k images; the last checkpoint is used
 #   mganprior  N = 20 codes, 100 iterations, the ImageNet VGG16 cannot be downloaded here: model.loss.vgg=random
 #              (the perceptual term weighs 1e-4); the first 64 test images (4 batches of 16)
+#   grid       the first 6 of those test images under Mask 2 (blocks_25), inverted by mGANprior / + sa / + cbam
+#              (the same settings) and biharmonic: OUT/inversions.png (experiments/mganprior_inversions.py)
 # The result tables are experiments/results/mganprior_cifar_check.md in the repository's history.
 set -euo pipefail
 images=${1:?usage: $0 CIFAR_IMAGES [OUT]}
@@ -32,6 +34,9 @@ for mask in blocks_12 blocks_25 blocks_40; do
     python -m inpaint.run model=biharmonic task=test "${data[@]}" mask=$mask trainer.limit_test_batches=4 \
         logger=none hydra.run.dir="$out/biharmonic_$mask"
 done
+python experiments/mganprior_inversions.py --out "$out/inversions.png" --images 6 -- "${data[@]}" \
+    mask=blocks_25 model.prior.official=null "model.prior.checkpoint=$prior" model.loss.vgg=random \
+    +eval.inference.iterations=100
 python - "$out" <<'PY'
 import json, sys
 from pathlib import Path

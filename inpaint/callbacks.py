@@ -24,21 +24,29 @@ log = logging.getLogger(__name__)
 GRID_COLUMNS = ("masked input", "mask", "composite", "ground truth")
 
 
+def masked_input(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``image`` with its holes (``mask`` 1) drawn white."""
+    mask3 = mask.expand_as(image)
+    return image * (1 - mask3) + mask3
+
+
+def tile_columns(columns: list[torch.Tensor], pad: int = 2) -> np.ndarray:
+    """A grid of ``[B,3,H,W]`` tensors in [0, 1] on the CPU: one row per sample, one column per tensor, on a
+    white background; returns an ``HxWx3`` uint8 array."""
+    b, _, h, w = columns[0].shape
+    grid = torch.ones(3, b * (h + pad) + pad, len(columns) * (w + pad) + pad)
+    for i in range(b):
+        for j, col in enumerate(columns):
+            y, x = pad + i * (h + pad), pad + j * (w + pad)
+            grid[:, y : y + h, x : x + w] = col[i].clamp(0, 1)
+    return (grid.permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
+
+
 def make_grid(image: torch.Tensor, mask: torch.Tensor, composite: torch.Tensor, pad: int = 2) -> np.ndarray:
     """One row per sample, columns :data:`GRID_COLUMNS`; holes drawn white in the masked input and mask.
 
     All tensors are on the CPU in [0,1]; returns an ``HxWx3`` uint8 array."""
-    mask3 = mask.expand_as(image)
-    masked = image * (1 - mask3) + mask3
-    cols = [masked, mask3, composite.clamp(0, 1), image]
-    b, _, h, w = image.shape
-    n = len(cols)
-    grid = torch.ones(3, b * (h + pad) + pad, n * (w + pad) + pad)
-    for i in range(b):
-        for j, col in enumerate(cols):
-            y, x = pad + i * (h + pad), pad + j * (w + pad)
-            grid[:, y : y + h, x : x + w] = col[i]
-    return (grid.permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
+    return tile_columns([masked_input(image, mask), mask.expand_as(image), composite, image], pad)
 
 
 class ImageGrids(L.Callback):

@@ -19,14 +19,14 @@ def test_gpu_check_quick_cpu(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "OUT": str(tmp_path / "ignored")}
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--device", "cpu", "--quick", "--out", str(tmp_path)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     assert {"quick", "sizes", "env", "sections", "total_wall_s"} <= set(report)
     assert {"torch", "cuda", "lightning", "device"} <= set(report["env"])
     secs = report["sections"]
-    assert set(secs) == {"latency", "train", "amp", "overhead"}
+    assert set(secs) == {"latency", "train", "amp", "overhead", "density", "mganprior"}
     for sec in secs.values():
         assert {"status", "budget_s", "wall_s", "cases"} <= set(sec)
 
@@ -42,9 +42,25 @@ def test_gpu_check_quick_cpu(tmp_path):
     assert secs["amp"]["status"] == "skipped" and "CPU" in secs["amp"]["cases"]["16-mixed"]["reason"]
     (ov,) = secs["overhead"]["cases"].values()
     assert ov["status"] == "ok" and ov["overhead_ratio_median"] > 0
+    density = secs["density"]["cases"]
+    assert set(density) == {"pixelcnn", "row_lstm", "diag_bilstm", "flat_row_lstm"}
+    for name, case in density.items():
+        assert case["status"] == "ok", (name, case)
+        assert case["train_step_s"] > 0 and case["fill_s"] > 0 and case["fill_keeps_known"]
+        assert case["fill_hole_pixels"] > 0 and case["params"] > 0
+    mgp = secs["mganprior"]["cases"]
+    bench = mgp["inversion_bench"]
+    assert bench["status"] == "ok", bench
+    assert bench["batched_images_per_hour"] > 0 and bench["official_images_per_hour"] > 0
+    assert bench["speedup"] == pytest.approx(bench["batched_images_per_hour"] / bench["official_images_per_hour"])
+    assert bench["outputs_agree"] and bench["_setup"]["device"] == "cpu"
+    check = mgp["invert_batched_vs_one_by_one"]
+    assert check["status"] == "ok" and check["batched_equals_one_by_one"] and check["max_abs_diff"] <= 1e-9
 
     md = (tmp_path / "gpu_check.md").read_text()
     assert "## Latency" in md and "## Training iteration" in md and "skipped on CPU" in md
+    assert "## Density models" in md and "| diag_bilstm |" in md and "## mGANprior inversion" in md
+    assert f"{bench['speedup']:.1f}x" in md and "equal: True" in md
     assert not (tmp_path / "ignored").exists()  # --out wins over $OUT
 
 

@@ -258,6 +258,10 @@ class InpaintDataModule(L.LightningDataModule):
     def val_dataset(self) -> InpaintDataset:
         return self._dataset("val")
 
+    @property
+    def test_dataset(self) -> InpaintDataset:
+        return self._dataset("test")
+
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit"):
             self._dataset("train")
