@@ -40,6 +40,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from inpaint import metrics as M
 from inpaint.metrics import bucket_name, metrics_table, reported_metrics
+from inpaint.sweeps import parse_overrides
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +61,7 @@ def _is_path_key(key: str) -> bool:
 
 def settings_of(overrides: Sequence[str]) -> dict[str, str]:
     """The run's overrides as ``{key: value}`` minus path-like keys and the model choice (its own column)."""
-    out = {}
-    for item in overrides:
-        key, _, value = item.partition("=")
-        key = key.lstrip("+~")
-        if key != "model" and not _is_path_key(key):
-            out[key] = value
-    return out
+    return {k: v for k, v in sorted(parse_overrides(list(overrides)).items()) if k != "model" and not _is_path_key(k)}
 
 
 def _without_paths(node: Any) -> Any:
@@ -86,9 +81,15 @@ def fingerprint_of(protocol: Mapping[str, Any]) -> str:
 def combine_digests(per_bucket: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """One digest for the test runs of ``eval.per_bucket`` (in bucket order), each bucket's kept too."""
     joined = json.dumps(list(per_bucket.items()), sort_keys=True)
+    images = {(d.get("count"), d.get("images")) for d in per_bucket.values()}
+    if len(images) == 1:  # the usual case: every bucket's run saw the same images (with other masks)
+        count, image_hash = images.pop()
+    else:
+        count = sum(int(d.get("count", 0)) for d in per_bucket.values())
+        image_hash = hashlib.sha256(("images" + joined).encode()).hexdigest()[:16]
     return {
-        "count": sum(int(d.get("count", 0)) for d in per_bucket.values()),
-        "images": hashlib.sha256(("images" + joined).encode()).hexdigest()[:16],
+        "count": count,
+        "images": image_hash,
         "masks": hashlib.sha256(("masks" + joined).encode()).hexdigest()[:16],
         "buckets": {k: dict(v) for k, v in per_bucket.items()},
     }
@@ -358,6 +359,12 @@ def _bucket_names(card: Mapping[str, Any]) -> list[str]:
     return [bucket_name(lo, hi) for lo, hi in buckets if f"test/psnr@{bucket_name(lo, hi)}" in card["metrics"]]
 
 
+def _group_buckets(group: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The buckets any run of a protocol group has metrics for, in the protocol's order."""
+    return [b for b in (bucket_name(lo, hi) for lo, hi in group[0]["protocol"]["metric_options"]["buckets"])
+            if any(b in _bucket_names(c) for c in group)]
+
+
 def _display_dir(run_dir: Path) -> str:
     try:
         return str(run_dir.resolve().relative_to(Path.cwd().resolve()))
@@ -474,17 +481,21 @@ def render_markdown(board: Mapping[str, Any], png_name: str | None) -> str:
         ]
         if gi > 1:
             lines.append(f"Differs from group 1 in: {', '.join(protocol_differences(p, groups[0][0]['protocol']))}.")
+        common = dict(set.intersection(*(set(c["settings"].items()) for c in group)))
+        if common and len(group) > 1:
+            lines.append("Settings of every run here: " + " ".join(f"`{k}={v}`" for k, v in sorted(common.items())))
         header = ["rank", "model", "settings", "train steps", "train s", "params", "s/image",
                   *[c[1] for c in columns], "run"]
         lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for rank, c in enumerate(group, 1):
             t = c["training"]
-            cells = [str(rank), c["model"], " ".join(f"`{k}={v}`" for k, v in c["settings"].items()) or "-",
+            own = {k: v for k, v in c["settings"].items() if len(group) == 1 or common.get(k) != v}
+            cells = [str(rank), c["model"], " ".join(f"`{k}={v}`" for k, v in own.items()) or "-",
                      _md(t["steps"], "d"), _md(t["seconds"], ".1f"), f"{c['parameters']['total']:,}",
                      _md(c["seconds_per_image"], ".4f"),
                      *[_md(c["metrics"].get(f"test/{k}"), spec) for k, _, spec in columns], _display_dir(c["dir"])]
             lines.append("| " + " | ".join(_md_escape(x) for x in cells) + " |")
-        buckets = sorted({b for c in group for b in _bucket_names(c)}, key=lambda b: float(b.split("-")[0]))
+        buckets = _group_buckets(group)
         if buckets:
             head = ["rank", "model", *[f"{b}% PSNR / SSIM" for b in buckets]]
             lines += ["", "PSNR / SSIM per hole-ratio bucket:", "", "| " + " | ".join(head) + " |",
@@ -517,7 +528,7 @@ def render_csv(board: Mapping[str, Any]) -> str:
     for gi, group in enumerate(board["groups"], 1):
         for rank, c in enumerate(group, 1):
             header, row = leaderboard_row(c, c["dir"])
-            rows.append(({"group": gi, "rank": rank, "status": "ok", "reason": None} | dict(zip(header, row))))
+            rows.append({"group": gi, "rank": rank, "status": "ok", "reason": None} | dict(zip(header, row, strict=True)))
     for r in board["others"]:
         rows.append({"group": None, "rank": None, "status": r["status"], "reason": r.get("error"),
                      "model": r.get("model"), "settings": " ".join(f"{k}={v}" for k, v in r.get("settings", {}).items()),
@@ -559,11 +570,12 @@ def render_plot(board: Mapping[str, Any], path: Path) -> bool:
         for row, (gi, group) in enumerate(groups):
             for col, (metric, label) in enumerate((("psnr", "PSNR (dB)"), ("ssim", "SSIM"))):
                 ax = axes[row][col]
+                x_of = {b: i for i, b in enumerate(_group_buckets(group))}
                 for rank, c in enumerate(group, 1):
                     names = _bucket_names(c)
                     ys = [c["metrics"][f"test/{metric}@{b}"] for b in names]
-                    ax.plot(range(len(names)), ys, marker="o", label=f"{rank}. {c['model']}")
-                    ax.set_xticks(range(len(names)), [f"{b}%" for b in names])
+                    ax.plot([x_of[b] for b in names], ys, marker="o", label=f"{rank}. {c['model']}")
+                ax.set_xticks(list(x_of.values()), [f"{b}%" for b in x_of])
                 ax.set_xlabel("hole ratio")
                 ax.set_ylabel(label)
                 ax.set_title(f"group {gi} ({group[0]['fingerprint']}): {metric.upper()}")
