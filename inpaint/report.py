@@ -176,10 +176,11 @@ def write_card(cfg: DictConfig, out_dir: Path, model, trainer, results: Mapping[
         training = _checkpoint_training(ckpt)
     params = list(model.parameters())
     wandb_runs = _wandb_loggers(trainer.loggers)
-    url = None
+    url = run_id = None
     if wandb_runs:
         exp = wandb_runs[0].experiment
-        url = getattr(exp, "url", None) or None
+        url = getattr(exp, "url", None) or None  # None offline
+        run_id = getattr(exp, "id", None)
     card = {
         "status": "ok",
         "error": None,
@@ -199,6 +200,7 @@ def write_card(cfg: DictConfig, out_dir: Path, model, trainer, results: Mapping[
         "training": {"steps": training.get("steps"), "seconds": training.get("seconds")},
         "checkpoint": str(ckpt) if ckpt else None,
         "wandb_url": url,
+        "wandb_run_id": run_id,
         "config": _container(cfg),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -263,6 +265,8 @@ def card_markdown(card: Mapping[str, Any]) -> str:
     ]
     if card.get("wandb_url"):
         lines.append(f"- W&B run: {card['wandb_url']}")
+    elif card.get("wandb_run_id"):
+        lines.append(f"- W&B run: `{card['wandb_run_id']}`, offline (upload with `wandb sync` on the run's wandb/ folder)")
     lines += [
         "",
         f"## Protocol (fingerprint `{card['fingerprint']}`)",

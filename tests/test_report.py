@@ -19,8 +19,8 @@ from inpaint.report import find_run_dirs, main
 DATA = [o for o in TINY if o.startswith("data.")]
 BIHARMONIC = ["model=biharmonic", "task=test", *DATA, "logger=none"]
 RUNS = {
-    "biharmonic": BIHARMONIC,
     "scnn": [*tiny("scnn"), "logger=wandb"],
+    "biharmonic": BIHARMONIC,
     "center": [*BIHARMONIC, "mask=center"],
     "size48": [*BIHARMONIC, "data.image_size=48"],
     "per_bucket": [*BIHARMONIC, "eval.per_bucket=true"],
@@ -42,6 +42,13 @@ def runs(tmp_path_factory) -> Path:
                                cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for name, over in RUNS.items()
     }
+    # the trained scnn evaluated again from its checkpoint: its steps and time come from the training run
+    out, _ = procs["scnn"].communicate(timeout=300)
+    assert procs["scnn"].returncode == 0, out[-3000:]
+    over = [*tiny("scnn"), "task=test", f"ckpt_path={root / 'scnn' / 'checkpoints' / 'best.ckpt'}", "logger=none"]
+    procs["scnn_test"] = subprocess.Popen(
+        [sys.executable, "-m", "inpaint.run", *over, f"hydra.run.dir={root / 'scnn_test'}"],
+        cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     for name, proc in procs.items():
         out, _ = proc.communicate(timeout=300)
         assert (proc.returncode != 0) == (name == "failed"), out[-3000:]
@@ -79,6 +86,13 @@ def test_cards_record_the_run(runs):
     table = json.loads(tables[0].read_text())
     assert table["columns"][:3] == ["model", "settings", "train steps"] and table["data"][0][0] == "scnn"
 
+    assert card["wandb_url"] is None and card["wandb_run_id"] and "offline" in md  # no W&B account here
+
+    tested = _card(runs, "scnn_test")
+    assert tested["task"] == "test" and tested["fingerprint"] == card["fingerprint"]
+    assert tested["training"] == card["training"] and "ckpt_path" not in tested["settings"]
+    assert tested["metrics"]["test/psnr"] == pytest.approx(card["metrics"]["test/psnr"])
+
     bih = _card(runs, "biharmonic")
     assert bih["model"] == "biharmonic" and bih["parameters"] == {"total": 0, "trainable": 0}
     assert bih["training"] == {"steps": None, "seconds": None} and bih["checkpoint"] is None
@@ -100,7 +114,8 @@ def test_leaderboard_groups_ranks_and_lists_failures(runs, tmp_path):
     groups = md.split("\n## ")[1:]
     first = groups[0]
     assert first.startswith("Group 1")
-    assert "| 1 | biharmonic |" in first and "| 2 | scnn |" in first  # the short-trained scnn is far below
+    # the short-trained scnn is far below (trained, and tested again from its checkpoint: equal scores)
+    assert "| 1 | biharmonic |" in first and "| 2 | scnn |" in first and "| 3 | scnn |" in first
     reasons = {line for g in groups[1:4] for line in g.split("\n") if line.startswith("Differs")}
     assert len(reasons) == 3
     assert "Differs from group 1 in: mask config (mask=center vs freeform), masks hash." in reasons
@@ -112,7 +127,8 @@ def test_leaderboard_groups_ranks_and_lists_failures(runs, tmp_path):
     assert "![PSNR and SSIM against the hole ratio](leaderboard.png)" in md
 
     rows = list(csv.DictReader((tmp_path / "lb" / "leaderboard.csv").open()))
-    assert [(r["group"], r["rank"], r["model"]) for r in rows[:2]] == [("1", "1", "biharmonic"), ("1", "2", "scnn")]
+    assert [(r["group"], r["rank"], r["model"]) for r in rows[:3]] == [("1", "1", "biharmonic"), ("1", "2", "scnn"),
+                                                                       ("1", "3", "scnn")]
     assert rows[1]["train steps"] == "2" and float(rows[0]["psnr"]) > float(rows[1]["psnr"])
     assert {r["status"] for r in rows[-2:]} == {"failed", "unfinished"}
     assert rows[-1]["reason"] != "-"
@@ -133,7 +149,7 @@ def test_paths_that_are_not_runs_are_refused_by_name(runs, tmp_path, capsys):
     assert main([str(tmp_path / "nope")]) == 2
     assert "nope: no such file or directory" in capsys.readouterr().err
     found, problems = find_run_dirs([str(runs / "[bs]*")])
-    assert [p.name for p in found] == ["biharmonic", "scnn", "size48"] and not problems
+    assert [p.name for p in found] == ["biharmonic", "scnn", "scnn_test", "size48"] and not problems
 
 
 def test_report_logs_the_leaderboard_to_wandb_offline(runs, tmp_path, monkeypatch):
@@ -145,4 +161,4 @@ def test_report_logs_the_leaderboard_to_wandb_offline(runs, tmp_path, monkeypatc
     tables = list((tmp_path / "lb" / "wandb").glob("offline-run-*/files/media/table/leaderboard_*.table.json"))
     assert len(tables) == 1
     data = json.loads(tables[0].read_text())
-    assert data["columns"][:4] == ["group", "rank", "status", "model"] and len(data["data"]) == 7
+    assert data["columns"][:4] == ["group", "rank", "status", "model"] and len(data["data"]) == 8
