@@ -191,6 +191,9 @@ def write_card(cfg: DictConfig, out_dir: Path, model, trainer, results: Mapping[
         "overrides": overrides,
         "settings": settings_of(overrides),
         "procedure": model.procedure,
+        # for people; the fingerprint identifies the data by the images' content (paths differ between machines)
+        "data": {"name": choices.get("data") or str(cfg.data.get("_target_", "")).rsplit(".", 1)[-1],
+                 "config": _without_paths(_container(cfg.data))},
         "fingerprint": fingerprint_of(protocol),
         "protocol": protocol,
         "metrics": {k: float(v) for k, v in sorted(results.items())},
@@ -271,7 +274,8 @@ def card_markdown(card: Mapping[str, Any]) -> str:
         "",
         f"## Protocol (fingerprint `{card['fingerprint']}`)",
         "",
-        f"- test images: {p['images']['count']} (hash `{p['images']['hash']}`), image size {p['image_size']}",
+        f"- data: data={card['data']['name']}, {p['images']['count']} test images (hash `{p['images']['hash']}`), "
+        f"image size {p['image_size']}",
         f"- masks: mask={p['mask']['name']} (hash `{p['masks']['hash']}`), "
         f"config `{json.dumps(p['mask']['config'], sort_keys=True)}`",
         f"- metric options: `{json.dumps(p['metric_options'], sort_keys=True)}`",

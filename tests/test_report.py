@@ -78,6 +78,7 @@ def test_cards_record_the_run(runs):
     assert card["protocol"]["images"]["count"] == 4 and card["protocol"]["image_size"] == 32
     assert card["protocol"]["mask"]["name"] == "freeform" and len(card["fingerprint"]) == 12
     assert "hydra.run.dir" not in card["settings"] and card["settings"]["trainer.max_steps"] == "2"
+    assert card["data"]["name"] == "sample" and card["data"]["config"]["image_size"] == 32
     md = (runs / "scnn" / "card.md").read_text()
     assert "| all | 4 |" in md and card["fingerprint"] in md and "2 steps" in md
     # logger=wandb: the card's leaderboard row as a W&B Table in the (offline) run
