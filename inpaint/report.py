@@ -48,8 +48,9 @@ CARD_JSON, CARD_MD = "card.json", "card.md"
 #: override keys that name files or folders (they differ between machines, not between methods)
 PATH_KEYS = ("root", "dir", "path", "file", "ckpt_path", "init_from", "resume", "save_dir")
 PATH_PREFIXES = ("hydra.", "paths.", "hydra/")
-#: the overall metric columns of the leaderboard, in order (hole metrics when a run has them)
 CSV_FLOAT = "{:.6g}"
+#: error metrics: ``--metric`` ranks them lowest first (the others highest first)
+LOWER_IS_BETTER = ("mae", "l2", "mse_hole", "l2_paper", "l2_paper_255")
 
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -394,7 +395,7 @@ def leaderboard_row(card: Mapping[str, Any], run_dir: Path) -> tuple[list[str], 
 
 def group_runs(cards: Sequence[Mapping[str, Any]], metric: str) -> list[list[Mapping[str, Any]]]:
     """Cards grouped by fingerprint (biggest group first, then by fingerprint), ranked by ``metric``
-    descending inside a group (runs without it last, then by run directory)."""
+    inside a group, best first (:data:`LOWER_IS_BETTER`; runs without it last; ties by model, run directory)."""
     by_fp: dict[str, list] = {}
     for c in cards:
         by_fp.setdefault(c["fingerprint"], []).append(c)
@@ -402,7 +403,8 @@ def group_runs(cards: Sequence[Mapping[str, Any]], metric: str) -> list[list[Map
     def rank(c):
         v = c["metrics"].get(f"test/{metric}")
         ok = v is not None and math.isfinite(v)
-        return (not ok, -v if ok else 0.0, c["model"], str(c["dir"]))
+        sign = 1.0 if metric in LOWER_IS_BETTER else -1.0
+        return (not ok, sign * v if ok else 0.0, c["model"], str(c["dir"]))
 
     groups = [sorted(g, key=rank) for g in by_fp.values()]
     return sorted(groups, key=lambda g: (-len(g), g[0]["fingerprint"]))
@@ -638,7 +640,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("runs", nargs="+", help="run directories, folders holding them (searched recursively) "
                                                 "or glob patterns")
     parser.add_argument("--out", default="leaderboard", help="output folder (default: ./leaderboard)")
-    parser.add_argument("--metric", default="psnr", help="test metric ranked on, higher first (default: psnr)")
+    parser.add_argument("--metric", default="psnr", help="test metric ranked on, best first: highest, or lowest for an error "
+                        "(mae, l2, mse_hole, l2_paper, l2_paper_255) (default: psnr)")
     parser.add_argument("--wandb", metavar="PROJECT", default=None,
                         help="also log the leaderboard as a W&B Table in one run of PROJECT (offline without "
                              "credentials)")

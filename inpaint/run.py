@@ -6,7 +6,8 @@
   python -m inpaint.run -m model.lr=1e-3,1e-4             # sweep
 
 The run directory (printed at the end) holds ``.hydra/`` (the composed config), ``checkpoints/``
-(``best.ckpt``, ``last.ckpt``), ``metrics.json``, ``metrics.md``, ``grids/`` and the logger's files.
+(``best.ckpt``, ``last.ckpt``), ``metrics.json``, ``metrics.md``, the results card (``card.json``, ``card.md``:
+see :mod:`inpaint.report`), ``grids/`` and the logger's files.
 """
 
 from __future__ import annotations
@@ -216,6 +217,7 @@ def test_per_bucket(
     totals: dict[str, float] = {}
     n_total = 0.0
     digests: dict[str, dict] = {}
+    fill_total = 0.0
     for lo, hi in cfg.eval.buckets:
         log.info("per-bucket evaluation: hole ratio [%s, %s)", lo, hi)
         mask = build_mask(cfg, mask_ratio=(lo, hi))
@@ -230,6 +232,8 @@ def test_per_bucket(
         res = model.test_results
         digests[bucket_name(lo, hi)] = dict(model.test_digest)
         n = float(res.get("test/count", 0.0))
+        if "test" in model.fill_seconds:
+            fill_total += model.fill_seconds["test"] * n
         for key, value in res.items():
             if "@" in key:  # the run's own ratio grouping: superseded by the bucket it was restricted to
                 continue
@@ -240,6 +244,8 @@ def test_per_bucket(
     merged.update({k: v / n_total for k, v in totals.items()} if n_total else {})
     merged["test/count"] = n_total
     model.test_digest = combine_digests(digests)
+    if n_total and "test" in model.fill_seconds:  # the fill time per image over every bucket's run
+        model.fill_seconds["test"] = fill_total / n_total
     log_metric_table(
         trainer.loggers, "test/per_bucket_table", merged, [tuple(b) for b in cfg.eval.buckets], prefix="test/"
     )

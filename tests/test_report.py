@@ -163,3 +163,9 @@ def test_report_logs_the_leaderboard_to_wandb_offline(runs, tmp_path, monkeypatc
     assert len(tables) == 1
     data = json.loads(tables[0].read_text())
     assert data["columns"][:4] == ["group", "rank", "status", "model"] and len(data["data"]) == 8
+
+
+def test_an_error_metric_ranks_lowest_first(runs, tmp_path):
+    md = _report(runs, tmp_path / "lb", "--metric", "mae")
+    first = md.split("\n## ")[1]
+    assert "Ranked by test MAE" in md and "| 1 | biharmonic |" in first and "| 2 | scnn |" in first
