@@ -160,13 +160,26 @@ def guarded(job: Callable, logger: str) -> Callable:
         try:
             return job(cfg)
         except USER_ERRORS as e:
+            _record_failure(cfg, f"{type(e).__name__}: {user_message(e)}")
             sys.exit(report_user_error(e, logger))
-        except Exception:
+        except Exception as e:
             # Hydra prints the traceback to the console; keep it in the log file too
             _to_log_files(logger, logging.ERROR, "the run failed:", sys.exc_info())
+            _record_failure(cfg, f"{type(e).__name__}: {e}")
             raise
 
     return task
+
+
+def _record_failure(cfg, error: str) -> None:
+    """A failed run leaves a results card saying why (``card.json`` with ``status: failed``) in its run
+    directory, when it has one, so ``python -m inpaint.report`` can list it."""
+    try:
+        from inpaint.report import write_failed_card
+
+        write_failed_card(cfg, error)
+    except Exception as e:  # the original error matters more than a card that could not be written
+        logging.getLogger(__name__).warning("could not write the failed run's card: %s", e)
 
 
 class ConsoleFormatter(logging.Formatter):

@@ -6,7 +6,8 @@
   python -m inpaint.run -m model.lr=1e-3,1e-4             # sweep
 
 The run directory (printed at the end) holds ``.hydra/`` (the composed config), ``checkpoints/``
-(``best.ckpt``, ``last.ckpt``), ``metrics.json``, ``metrics.md``, ``grids/`` and the logger's files.
+(``best.ckpt``, ``last.ckpt``), ``metrics.json``, ``metrics.md``, the results card (``card.json``, ``card.md``:
+see :mod:`inpaint.report`), ``grids/`` and the logger's files.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import logging
 import shutil
 import sys
+import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,6 +43,7 @@ from inpaint.cli import (
 from inpaint.loggers import log_metric_table
 from inpaint.metrics import bucket_name, comparison_table, metrics_table, reported_metrics
 from inpaint.models.base import InpaintModule
+from inpaint.report import combine_digests, write_card
 
 log = logging.getLogger("inpaint.run")
 
@@ -160,12 +163,15 @@ def run(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("compile"):
         model.compile_networks()
 
+    training: dict[str, float | int | None] = {"steps": None, "seconds": None}
     if cfg.task == "fit":
+        started = time.perf_counter()
         with warnings.catch_warnings():
             if ckpt_path:  # resuming into the run's own checkpoint folder is the point
                 warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
             # checkpoints are read with weights_only=True: tensors and plain containers, no arbitrary pickles
             trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        training = {"steps": int(trainer.global_step), "seconds": time.perf_counter() - started}
         if not cfg.get("test_after_fit", True):
             return {}
         cb = _checkpoint_callback(trainer)
@@ -184,6 +190,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     if trainer.is_global_zero:
         write_report(cfg, out_dir, results, model.val_results, test_ckpt, model.eval_variants, model.procedure,
                      model.fill_seconds.get("test"))
+        write_card(cfg, out_dir, model, trainer, results, test_ckpt, training)
     # validation numbers for sweepers: the checkpoint's monitored best, else the last validation
     summary = {**model.val_results, **results}
     cb = _checkpoint_callback(trainer)
@@ -209,6 +216,8 @@ def test_per_bucket(
     merged: dict[str, float] = {}
     totals: dict[str, float] = {}
     n_total = 0.0
+    digests: dict[str, dict] = {}
+    fill_total = 0.0
     for lo, hi in cfg.eval.buckets:
         log.info("per-bucket evaluation: hole ratio [%s, %s)", lo, hi)
         mask = build_mask(cfg, mask_ratio=(lo, hi))
@@ -221,7 +230,10 @@ def test_per_bucket(
         trainer.test(model, datamodule=bucket_data, ckpt_path=ckpt, weights_only=True, verbose=False)
         suffix = "@" + bucket_name(lo, hi)
         res = model.test_results
+        digests[bucket_name(lo, hi)] = dict(model.test_digest)
         n = float(res.get("test/count", 0.0))
+        if "test" in model.fill_seconds:
+            fill_total += model.fill_seconds["test"] * n
         for key, value in res.items():
             if "@" in key:  # the run's own ratio grouping: superseded by the bucket it was restricted to
                 continue
@@ -231,6 +243,9 @@ def test_per_bucket(
         n_total += n
     merged.update({k: v / n_total for k, v in totals.items()} if n_total else {})
     merged["test/count"] = n_total
+    model.test_digest = combine_digests(digests)
+    if n_total and "test" in model.fill_seconds:  # the fill time per image over every bucket's run
+        model.fill_seconds["test"] = fill_total / n_total
     log_metric_table(
         trainer.loggers, "test/per_bucket_table", merged, [tuple(b) for b in cfg.eval.buckets], prefix="test/"
     )

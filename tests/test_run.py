@@ -193,7 +193,7 @@ def test_wandb_logger_offline_writes_run_files(make_cfg, tmp_path, monkeypatch):
     assert list(runs[0].glob("run-*.wandb"))
     media = runs[0] / "files" / "media"
     assert list((media / "images" / "val").glob("grid_*.png"))
-    tables = list((media / "table" / "test").glob("*.table.json"))
+    tables = list((media / "table" / "test").glob("table_*.table.json"))  # (and the card's leaderboard_row)
     assert len(tables) == 1
     table = json.loads(tables[0].read_text())
     assert table["columns"] == ["bucket", "n", "psnr", "ssim", "mae", "l2", "maem"]

@@ -12,6 +12,7 @@ The mask is 1 = hole everywhere outside a model; a paper with the opposite polar
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -36,6 +37,21 @@ LONG_BATCH_SECONDS = 2.0
 def compose(prediction: Tensor, image: Tensor, mask: Tensor) -> Tensor:
     """Paste the prediction into the hole (mask 1) and keep the known pixels (mask 0) exactly."""
     return prediction * mask + image * (1.0 - mask)
+
+
+#: per-sample digests are summed modulo this (62 bits: a DDP all-gather of the sums fits int64)
+DIGEST_MOD = 1 << 62
+
+
+def sample_digest_sum(values: Tensor) -> int:
+    """Sum (mod :data:`DIGEST_MOD`) of a digest of each sample of ``values`` ``[B, ...]`` (integer-valued:
+    uint8 levels, a boolean mask), hashed with its shape, so the same samples give the same sum in any order."""
+    q = values.to(torch.uint8).contiguous().cpu().numpy()
+    total = 0
+    for sample in q:
+        h = hashlib.sha256(repr(sample.shape).encode() + sample.tobytes()).digest()
+        total += int.from_bytes(h[:8], "little") % DIGEST_MOD
+    return total % DIGEST_MOD
 
 
 def class_path(obj_or_cls) -> str:
@@ -89,6 +105,10 @@ class InpaintModule(L.LightningModule):
         self.fill_seconds: dict[str, float] = {}
         #: scores of the compared procedures, ``<stage>_<name>`` (made on first use)
         self.procedure_metrics = nn.ModuleDict()
+        #: what the last test evaluated (:meth:`on_test_end`): ``{"count", "images", "masks"}``, the number of
+        #: test samples and order-independent hashes of their images and masks (the results card's protocol)
+        self.test_digest: dict[str, Any] = {}
+        self._digest_acc = [0, 0, 0]
 
     def enable_hole_metrics(self, enabled: bool = True) -> InpaintModule:
         """``eval.hole_metrics=true``: also score ``mse_hole``, ``l2_paper``, ``l2_paper_255``, ``maem_hole``
@@ -321,6 +341,28 @@ class InpaintModule(L.LightningModule):
         if not self.trainer.sanity_checking:
             log_metric_table(self.loggers, f"{stage}/table", results, self.buckets, prefix=f"{stage}/")
         return results
+
+    # ----------------------------------------------------------------------------------- test protocol digest
+    def on_test_epoch_start(self) -> None:
+        self._digest_acc = [0, 0, 0]
+
+    def on_test_batch_end(self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Add each test sample's image and mask (quantised to uint8) to the order-independent digest."""
+        if not isinstance(batch, dict) or not torch.is_tensor(batch.get("image")):
+            return
+        image = batch["image"].detach()
+        self._digest_acc[0] += sample_digest_sum(image.float().clamp(0.0, 1.0).mul(255.0).round())
+        if torch.is_tensor(batch.get("mask")):
+            self._digest_acc[1] += sample_digest_sum(batch["mask"].detach() > 0.5)
+        self._digest_acc[2] += image.shape[0]
+
+    def on_test_end(self) -> None:
+        """Combine the digests of every process (a sum, so batch order and sharding do not matter; a sampler
+        that pads a shard with repeated samples would count those twice)."""
+        acc = torch.tensor([a % DIGEST_MOD for a in self._digest_acc], dtype=torch.int64, device=self.device)
+        gathered = self.all_gather(acc).reshape(-1, 3).cpu().tolist()
+        images, masks, count = (sum(col) % DIGEST_MOD for col in zip(*gathered, strict=True))
+        self.test_digest = {"count": int(count), "images": f"{images:016x}", "masks": f"{masks:016x}"}
 
     def on_validation_epoch_end(self) -> None:
         self.val_results = self._finish_eval("val", self.val_metrics)
