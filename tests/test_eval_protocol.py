@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli, tiny, write_photos
+from conftest import run_cli, tiny, write_masks, write_photos
 from PIL import Image
 
 from inpaint.data.datamodule import InpaintDataModule
@@ -113,3 +113,33 @@ def test_prepare_cli_errors_are_one_message(tmp_path):
     proc = run_cli("inpaint.prepare", f"data.root={tmp_path}", "data=folder", cwd=tmp_path)
     assert proc.returncode == 1 and "error:" in proc.stderr and "Traceback" not in proc.stderr
     assert str(tmp_path) in proc.stderr
+
+
+def test_protocols_and_the_leaderboard_experiment_compose(make_cfg, tmp_path):
+    """experiment=leaderboard_cifar brings the CIFAR centre-hole protocol; protocol=nvidia_buckets swaps in the
+    NVIDIA masks scored one test per bucket; a method and a data folder chosen on the command line win."""
+    cfg = make_cfg("experiment=leaderboard_cifar", "data.root=/data/cifar10")
+    assert cfg.data._target_.endswith("CIFAR10DataModule") and cfg.data.image_size == 32
+    assert cfg.mask._target_.endswith("CenterMask") and cfg.mask.size == 8
+    assert cfg.eval.hole_metrics and not cfg.eval.per_bucket and list(cfg.eval.buckets) == [[0.05, 0.1]]
+    assert cfg.trainer.val_check_interval == cfg.trainer.max_steps  # one validation, at the end
+    cfg = make_cfg("experiment=leaderboard_cifar", "protocol=nvidia_buckets", "mask.root=/masks", "data=folder",
+                   "data.root=/images", "model=isnet", "trainer.max_steps=7")
+    assert cfg.mask._target_.endswith("NvidiaMask") and cfg.mask.root == "/masks"
+    assert cfg.eval.per_bucket and [list(b) for b in cfg.eval.buckets] == [[0.1, 0.2], [0.2, 0.3], [0.3, 0.4],
+                                                                            [0.4, 0.5]]
+    assert cfg.data._target_.endswith("from_folder") and cfg.model._target_.endswith("ISNetModule")
+    assert cfg.trainer.val_check_interval == 7
+
+
+def test_nvidia_bucket_protocol_runs_a_real_test(make_cfg, tmp_path):
+    masks = write_masks(tmp_path / "masks", n=24)
+    cfg = make_cfg(*BIHARMONIC, "protocol=nvidia_buckets", f"mask.root={masks}", "eval.hole_metrics=false")
+    results = run(cfg)
+    for bucket in ("10-20", "20-30", "30-40", "40-50"):
+        assert results[f"test/count@{bucket}"] > 0 and math.isfinite(results[f"test/psnr@{bucket}"])
+    assert results["test/psnr@10-20"] > results["test/psnr@40-50"]
+    card = json.loads((Path(cfg.paths.output_dir) / "card.json").read_text())
+    assert card["protocol"]["mask"]["config"]["_target_"].endswith("NvidiaMask")
+    assert "root" not in card["protocol"]["mask"]["config"]  # paths differ between machines, masks do not
+    assert card["protocol"]["metric_options"]["per_bucket"]
