@@ -26,7 +26,7 @@
 #   pggan                                 the 32 px prior of experiment=pggan_cifar, 1,500 steps of batch 16,
 #                                         grown to 32x32 after 21,000 images; not ranked (it does not inpaint)
 #   mganprior none / sa                   inversion of 50 iterations from that prior, random VGG16 (1e-4)
-# About 50 minutes on 2 cores. The committed output is experiments/results/leaderboard_cifar/.
+# About 42 minutes on 2 cores. The committed output is experiments/results/leaderboard_cifar/.
 set -uo pipefail
 images=${1:?usage: $0 CIFAR_IMAGES NVIDIA_MASKS [OUT [REPORT_DIR [OVERRIDES...]]]}
 masks=${2:?usage: $0 CIFAR_IMAGES NVIDIA_MASKS [OUT [REPORT_DIR [OVERRIDES...]]]}

@@ -465,6 +465,23 @@ def build_leaderboard(runs: Sequence[Mapping[str, Any]], metric: str = "psnr") -
     return {"groups": group_runs(cards, metric), "others": others, "metric": metric}
 
 
+def run_labels(group: Sequence[Mapping[str, Any]]) -> list[str]:
+    """A name per run of a ranked group: the model, and for models with several runs there the settings
+    in which those runs differ (``mganprior (model.attention.type=sa)``), else their position."""
+    labels = []
+    for c in group:
+        same = [o for o in group if o["model"] == c["model"]]
+        if len(same) == 1:
+            labels.append(c["model"])
+            continue
+        keys = sorted({k for o in same for k in o["settings"]})
+        differ = [k for k in keys if len({o["settings"].get(k) for o in same}) > 1]
+        own = ", ".join(f"{k}={c['settings'][k]}" for k in differ if k in c["settings"])
+        position = next(i for i, o in enumerate(same) if o is c) + 1  # by identity: equal cards are two runs
+        labels.append(f"{c['model']} ({own or f'run {position} of {len(same)}'})")
+    return labels
+
+
 def render_markdown(board: Mapping[str, Any], png_name: str | None) -> str:
     groups, metric = board["groups"], board["metric"]
     n = sum(len(g) for g in groups)
@@ -510,8 +527,8 @@ def render_markdown(board: Mapping[str, Any], png_name: str | None) -> str:
             head = ["rank", "model", *[f"{b}% PSNR / SSIM" for b in buckets]]
             lines += ["", "PSNR / SSIM per hole-ratio bucket:", "", "| " + " | ".join(head) + " |",
                       "|" + "---|" * len(head)]
-            for rank, c in enumerate(group, 1):
-                cells = [str(rank), c["model"]]
+            for rank, (c, name) in enumerate(zip(group, run_labels(group), strict=True), 1):
+                cells = [str(rank), name]
                 for b in buckets:
                     ps, ss = c["metrics"].get(f"test/psnr@{b}"), c["metrics"].get(f"test/ssim@{b}")
                     cells.append(f"{_md(ps, '.2f')} / {_md(ss, '.4f')}")
@@ -576,21 +593,26 @@ def render_plot(board: Mapping[str, Any], path: Path) -> bool:
     import matplotlib.pyplot as plt
 
     with matplotlib.rc_context({"svg.hashsalt": "inpaint", "path.simplify": False}):
-        fig, axes = plt.subplots(len(groups), 2, figsize=(10, 3.6 * len(groups)), squeeze=False)
+        fig, axes = plt.subplots(len(groups), 2, figsize=(14, 3.8 * len(groups)), squeeze=False)
+        colours = plt.get_cmap("tab20").colors  # 20 distinct colours, and a marker cycle beyond them
+        markers = "osD^vP*Xph"
+        # one colour and marker per run label across all groups, so a method looks the same in every row
+        style = {name: i for i, name in enumerate(dict.fromkeys(n for _, g in groups for n in run_labels(g)))}
         for row, (gi, group) in enumerate(groups):
             for col, (metric, label) in enumerate((("psnr", "PSNR (dB)"), ("ssim", "SSIM"))):
                 ax = axes[row][col]
                 x_of = {b: i for i, b in enumerate(_group_buckets(group))}
-                for rank, c in enumerate(group, 1):
+                for rank, (c, name) in enumerate(zip(group, run_labels(group), strict=True), 1):
                     names = _bucket_names(c)
                     ys = [c["metrics"][f"test/{metric}@{b}"] for b in names]
-                    ax.plot([x_of[b] for b in names], ys, marker="o", label=f"{rank}. {c['model']}")
+                    ax.plot([x_of[b] for b in names], ys, marker=markers[style[name] % len(markers)],
+                            color=colours[style[name] % len(colours)], label=f"{rank}. {name}")
                 ax.set_xticks(list(x_of.values()), [f"{b}%" for b in x_of])
                 ax.set_xlabel("hole ratio")
                 ax.set_ylabel(label)
                 ax.set_title(f"group {gi} ({group[0]['fingerprint']}): {metric.upper()}")
                 ax.grid(True, alpha=0.3)
-                ax.legend(fontsize="small")
+            axes[row][1].legend(fontsize="small", loc="center left", bbox_to_anchor=(1.02, 0.5))
         fig.tight_layout()
         fig.savefig(path, format="png", dpi=80, metadata={"Software": None})
         plt.close(fig)

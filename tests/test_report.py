@@ -169,3 +169,19 @@ def test_an_error_metric_ranks_lowest_first(runs, tmp_path):
     md = _report(runs, tmp_path / "lb", "--metric", "mae")
     first = md.split("\n## ")[1]
     assert "Ranked by test MAE" in md and "| 1 | biharmonic |" in first and "| 2 | scnn |" in first
+
+
+def test_runs_of_one_model_are_told_apart_by_their_differing_settings():
+    from inpaint.report import run_labels
+
+    group = [
+        {"model": "mganprior", "settings": {"model.attention.type": "none", "task": "test"}},
+        {"model": "biharmonic", "settings": {"task": "test"}},
+        {"model": "mganprior", "settings": {"model.attention.type": "sa", "task": "test"}},
+        {"model": "scnn", "settings": {"seed": "1"}},
+        {"model": "scnn", "settings": {"seed": "1"}},
+    ]
+    assert run_labels(group) == [
+        "mganprior (model.attention.type=none)", "biharmonic", "mganprior (model.attention.type=sa)",
+        "scnn (run 1 of 2)", "scnn (run 2 of 2)",
+    ]
