@@ -26,7 +26,8 @@
 #   pggan                                 the 32 px prior of experiment=pggan_cifar, 1,500 steps of batch 16,
 #                                         grown to 32x32 after 21,000 images; not ranked (it does not inpaint)
 #   mganprior none / sa                   inversion of 50 iterations from that prior, random VGG16 (1e-4)
-# About 42 minutes on 2 cores. The committed output is experiments/results/leaderboard_cifar/.
+# About 42 minutes on 2 cores. The committed output is experiments/results/leaderboard_cifar/ (the report and
+# every run's card under runs/).
 set -uo pipefail
 images=${1:?usage: $0 CIFAR_IMAGES NVIDIA_MASKS [OUT [REPORT_DIR [OVERRIDES...]]]}
 masks=${2:?usage: $0 CIFAR_IMAGES NVIDIA_MASKS [OUT [REPORT_DIR [OVERRIDES...]]]}
@@ -101,5 +102,12 @@ for p in center nvidia; do
     done
 done
 
-python -m inpaint.report "$out/center" "$out/nvidia" --out "$report"  # the prior is not an inpainting run
+# the cards travel with the report (REPORT_DIR/runs/PROTOCOL/NAME/card.json), so it can be re-rendered and
+# checked without the run directories: python -m inpaint.report REPORT_DIR/runs --out REPORT_DIR
+for card in "$out"/{center,nvidia}/*/card.json; do  # the prior is not an inpainting run: not in the report
+    run=${card%/card.json}
+    mkdir -p "$report/runs/${run#"$out"/}"
+    cp "$card" "$report/runs/${run#"$out"/}/card.json"
+done
+python -m inpaint.report "$report/runs" --out "$report"
 echo "leaderboard: $failed run(s) failed; the report lists them" >&2
