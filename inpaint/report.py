@@ -96,6 +96,16 @@ def combine_digests(per_bucket: Mapping[str, Mapping[str, Any]]) -> dict[str, An
     }
 
 
+def relative_paths(node: Any, base: Path) -> Any:
+    """``node`` with every path under ``base`` written relative to it, also inside longer strings such as the
+    command (recursively), so a card names no directory of the machine it was written on."""
+    if isinstance(node, Mapping):
+        return {k: relative_paths(v, base) for k, v in node.items()}
+    if isinstance(node, (list, tuple)):
+        return [relative_paths(v, base) for v in node]
+    return node.replace(f"{base}/", "") if isinstance(node, str) else node
+
+
 def _hydra_runtime() -> tuple[dict[str, str], list[str]]:
     """The Hydra job's config-group choices and overrides; empty outside a Hydra job."""
     try:
@@ -207,6 +217,7 @@ def write_card(cfg: DictConfig, out_dir: Path, model, trainer, results: Mapping[
         "wandb_run_id": run_id,
         "config": _container(cfg),
     }
+    card = relative_paths(card, Path.cwd())  # the run's working directory: where its relative paths start
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / CARD_JSON).write_text(json.dumps(card, indent=2, sort_keys=True, default=str) + "\n")
     (out_dir / CARD_MD).write_text(card_markdown(card))
@@ -238,6 +249,7 @@ def write_failed_card(cfg: DictConfig, error: str) -> Path | None:
         "overrides": overrides,
         "settings": settings_of(overrides),
     }
+    card = relative_paths(card, Path.cwd())
     path = out_dir / CARD_JSON
     path.write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
     (out_dir / CARD_MD).write_text(f"# Results card: {card['model']} (failed)\n\nerror: `{card['error']}`\n")

@@ -73,6 +73,10 @@ def test_cards_record_the_run(runs):
     assert card["command"].startswith("python -m inpaint.run") and "trainer.max_steps=2" in card["command"]
     assert card["training"]["steps"] == 2 and card["training"]["seconds"] > 0
     assert card["parameters"]["total"] == card["parameters"]["trainable"] > 0
+    # paths are relative to the directory the run started in: a card names no directory of this machine
+    assert card["checkpoint"] == "scnn/checkpoints/best.ckpt"
+    for name in ("scnn", "scnn_test", "biharmonic"):
+        assert str(runs) not in (runs / name / "card.json").read_text(), name
     assert card["seconds_per_image"] > 0 and card["checkpoint"].endswith("best.ckpt")
     assert card["metrics"]["test/count"] == 4 and "test/psnr" in card["metrics"]
     assert card["protocol"]["images"]["count"] == 4 and card["protocol"]["image_size"] == 32
