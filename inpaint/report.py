@@ -257,11 +257,12 @@ def write_failed_card(cfg: DictConfig, error: str) -> Path | None:
 
 
 def _fmt(v: Any, spec: str = ".4g") -> str:
+    """A number for a markdown cell or line: ``-`` when unknown."""
     if v is None:
         return "-"
-    if isinstance(v, float):
-        return "nan" if math.isnan(v) else format(v, spec)
-    return str(v)
+    if isinstance(v, float) and math.isnan(v):
+        return "nan"
+    return format(v, spec) if isinstance(v, (int, float)) else str(v)
 
 
 def card_markdown(card: Mapping[str, Any]) -> str:
@@ -275,7 +276,7 @@ def card_markdown(card: Mapping[str, Any]) -> str:
         f"- model: `{card['model_class']}`, inference procedure `{card['procedure']}`",
         f"- parameters: {card['parameters']['total']:,} ({card['parameters']['trainable']:,} trainable)",
         f"- latency: {_fmt(card['seconds_per_image'])} s per image (test fill time)",
-        f"- training: {_fmt(t['steps'])} steps, {_fmt(t['seconds'], '.1f')} s" if t["steps"] is not None
+        f"- training: {_fmt(t['steps'], 'd')} steps, {_fmt(t['seconds'], '.1f')} s" if t["steps"] is not None
         else "- training: none recorded (not trained in this run and no step count in the checkpoint)",
         f"- checkpoint: `{card['checkpoint']}`",
     ]
@@ -463,10 +464,6 @@ def _cell(v: Any) -> str:
     return str(v)
 
 
-def _md(v: Any, spec: str) -> str:
-    return "-" if v is None else (format(v, spec) if isinstance(v, (int, float)) else str(v))
-
-
 def _md_escape(text: str) -> str:
     return text.replace("|", "\\|")
 
@@ -530,9 +527,9 @@ def render_markdown(board: Mapping[str, Any], png_name: str | None) -> str:
             t = c["training"]
             own = {k: v for k, v in c["settings"].items() if len(group) == 1 or common.get(k) != v}
             cells = [str(rank), c["model"], " ".join(f"`{k}={v}`" for k, v in own.items()) or "-",
-                     _md(t["steps"], "d"), _md(t["seconds"], ".1f"), f"{c['parameters']['total']:,}",
-                     _md(c["seconds_per_image"], ".4f"),
-                     *[_md(c["metrics"].get(f"test/{k}"), spec) for k, _, spec in columns], _display_dir(c["dir"])]
+                     _fmt(t["steps"], "d"), _fmt(t["seconds"], ".1f"), f"{c['parameters']['total']:,}",
+                     _fmt(c["seconds_per_image"], ".4f"),
+                     *[_fmt(c["metrics"].get(f"test/{k}"), spec) for k, _, spec in columns], _display_dir(c["dir"])]
             lines.append("| " + " | ".join(_md_escape(x) for x in cells) + " |")
         buckets = _group_buckets(group)
         if buckets:
@@ -543,7 +540,7 @@ def render_markdown(board: Mapping[str, Any], png_name: str | None) -> str:
                 cells = [str(rank), name]
                 for b in buckets:
                     ps, ss = c["metrics"].get(f"test/psnr@{b}"), c["metrics"].get(f"test/ssim@{b}")
-                    cells.append(f"{_md(ps, '.2f')} / {_md(ss, '.4f')}")
+                    cells.append(f"{_fmt(ps, '.2f')} / {_fmt(ss, '.4f')}")
                 lines.append("| " + " | ".join(_md_escape(x) for x in cells) + " |")
         else:
             no_curve.append(gi)
