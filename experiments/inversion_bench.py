@@ -329,7 +329,7 @@ def main(argv: list[str] | None = None) -> dict:
         flops = flops_per_image_iteration(model, images, masks, args.batch)
         results = {"flops_per_image_iteration": flops, "compute_bound_speedup": flops["official"] / flops["batched"],
                    "_setup": setup(args, model, images, masks, device)}
-        print(f"FLOPs per image and step: " + ", ".join(f"{k} {v / 1e6:.1f} M" for k, v in flops.items())
+        print("FLOPs per image and step: " + ", ".join(f"{k} {v / 1e6:.1f} M" for k, v in flops.items())
               + f"; arithmetic alone allows {results['compute_bound_speedup']:.2f}x", flush=True)
         write_json(args.json, results)
         return results

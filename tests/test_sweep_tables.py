@@ -56,7 +56,7 @@ def test_mganprior_sweeps_print_the_thesis_tables(tmp_path):
         table = _table(md, heading)
         assert table[0] == ["Method", "LSUN-bedroom PSNR↑", "LSUN-bedroom SSIM↑"]
         assert [r[0] for r in table[1:]] == ["original", "Self-Attention", "CBAM"]
-        for row, attention in zip(table[1:], ("none", "sa", "cbam")):
+        for row, attention in zip(table[1:], ("none", "sa", "cbam"), strict=True):
             assert tuple(row[1:]) == _raw(jobs[(mask, attention)]), (mask, attention)
         assert _table(proc.stdout, heading) == table  # printed at the end of the sweep
 
