@@ -17,6 +17,7 @@ from lightning.pytorch.callbacks import Checkpoint, RichProgressBar
 from lightning.pytorch.utilities import rank_zero_only
 from PIL import Image
 
+from inpaint.compat import attached_trainer, validation_follows_batch
 from inpaint.loggers import log_image
 
 log = logging.getLogger(__name__)
@@ -193,12 +194,7 @@ class LastCheckpoint(Checkpoint):
 
     @staticmethod
     def _validation_follows(trainer: L.Trainer) -> bool:
-        loop = trainer.fit_loop.epoch_loop
-        should_check = getattr(loop, "_should_check_val_fx", None)
-        fetcher = getattr(trainer.fit_loop, "_data_fetcher", None)
-        if should_check is None or fetcher is None or not trainer.enable_validation:
-            return False
-        return bool(should_check(fetcher))
+        return bool(trainer.enable_validation) and validation_follows_batch(trainer)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         if self._due(trainer):
@@ -254,10 +250,11 @@ class LastCheckpoint(Checkpoint):
 class StepProgressBar(RichProgressBar):
     """Lightning's rich progress bar, counting a step-based run (``trainer.max_steps`` set, epochs
     unbounded) as one bar of ``global_step / max_steps`` instead of one bar per epoch labelled
-    ``Epoch 2/-2``. Epoch-based runs look as usual."""
+    ``Epoch 2/-2``. Epoch-based runs look as usual. It overrides and calls private methods of
+    ``RichProgressBar`` (listed in :data:`inpaint.compat.SUBCLASS_PRIVATE_API`, checked by the tests)."""
 
     def _step_based(self) -> bool:
-        trainer = self._trainer
+        trainer = attached_trainer(self)
         return trainer is not None and trainer.max_steps > 0
 
     @property

@@ -1,6 +1,6 @@
-"""What the command-line entry points (``run``, ``predict``, ``prepare``) share: where the configs are,
-which errors are the user's (one message, no stack trace), and a console and log file that tell the
-whole story.
+"""What the command-line entry points (``run``, ``predict``, ``prepare``) share: where the configs are
+(re-exported from :mod:`inpaint.config_dir`), which errors are the user's (one message, no stack trace;
+our own are defined in :mod:`inpaint.errors`), and a console and log file that tell the whole story.
 
 Logging: Hydra configures the root logger (console + ``run.log`` / ``predict.log`` in the run directory,
 ``conf/hydra/job_logging/inpaint.yaml``). :func:`setup_logging` sends Lightning's own loggers and Python
@@ -25,22 +25,11 @@ from hydra.errors import InstantiationException
 from omegaconf import OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from inpaint.checkpoints import CheckpointMismatchError
-from inpaint.data.io import ImageReadError
+from inpaint.config_dir import CONF_DIR, find_conf_dir
+from inpaint.errors import CheckpointMismatchError, ImageReadError
 
-
-def find_conf_dir() -> Path:
-    """The ``conf/`` folder next to the package (a source checkout or an editable install)."""
-    here = Path(__file__).resolve().parent
-    for cand in (here.parent / "conf", here / "conf"):
-        if (cand / "train.yaml").is_file():
-            return cand
-    raise RuntimeError(
-        f"cannot find the Hydra configs (conf/train.yaml) next to {here}; install with `pip install -e .`"
-    )
-
-
-CONF_DIR = find_conf_dir()
+__all__ = ["CONF_DIR", "NOISE", "USER_ERRORS", "ConsoleFormatter", "echo", "find_conf_dir", "guarded",
+           "instantiate", "plain", "report_user_error", "setup_logging", "user_message"]
 
 #: errors caused by the user's input: reported as one message, without a stack trace
 USER_ERRORS = (

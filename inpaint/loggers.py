@@ -17,8 +17,9 @@ from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, Wand
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 
+from inpaint.compat import wandb_init_settings
 from inpaint.metrics import metric_rows, metrics_table, reported_metrics
-from inpaint.sweeps import parse_overrides
+from inpaint.overrides import parse_overrides
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ def wandb_logger(
                          **kwargs)
     # Lightning always passes `anonymous` (None by default), and wandb warns on every run that the setting
     # has no effect; leave it out unless it was asked for
-    init = getattr(logger, "_wandb_init", {})
+    init = wandb_init_settings(logger)
     if init.get("anonymous") is None:
         init.pop("anonymous", None)
     return logger
@@ -126,7 +127,8 @@ class _ContinuingWriter(ExperimentWriter):
     """Lightning's CSV writer, except that an existing ``metrics.csv`` is continued instead of deleted.
 
     A resumed run starts again from its checkpoint's step; the rows the killed run wrote after that step
-    are dropped at the first save, so every step appears once."""
+    are dropped at the first save, so every step appears once. It overrides a private method of Lightning's
+    writer and uses its filesystem (:data:`inpaint.compat.SUBCLASS_PRIVATE_API`, checked by the tests)."""
 
     def _check_log_dir_exists(self) -> None:
         self._continuing = self._fs.isfile(self.metrics_file_path)

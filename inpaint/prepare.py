@@ -25,7 +25,8 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
-from inpaint.cli import CONF_DIR, USER_ERRORS, instantiate, report_user_error
+from inpaint.cli import USER_ERRORS, instantiate, report_user_error
+from inpaint.config_dir import CONF_DIR
 from inpaint.data.datasets.base import DatasetDataModule
 from inpaint.metrics import bucket_name
 

@@ -31,7 +31,12 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from inpaint.compat import job_return_value
+from inpaint.overrides import parse_overrides
+
 log = logging.getLogger(__name__)
+
+__all__ = ["REPORTED", "PivotTable", "TrialsTable", "parse_overrides"]
 
 #: metrics read from each job's metrics.json (when present) into the table; a column is shown only when some
 #: job has it (the hole metrics and rec_loss come from the context encoders' Table 1 sweep)
@@ -41,14 +46,6 @@ REPORTED = (
     "test/rec_loss", "test/l2_paper", "test/mse_hole", "test/maem_hole",
     "test/raw/psnr", "test/raw/ssim",
 )
-
-
-def parse_overrides(overrides: list[str]) -> dict[str, str]:
-    out = {}
-    for item in overrides:
-        key, _, value = item.partition("=")
-        out[key.lstrip("+~")] = value
-    return out
 
 
 def _job_metrics(job_dir: Path, extra: tuple[str, ...] = ()) -> dict[str, float]:
@@ -191,7 +188,7 @@ class TrialsTable(Callback):
         value = job_return.return_value if ok else None
         row = {
             "job": int(config.hydra.job.get("num", 0) or 0),
-            "status": "ok" if ok else f"failed: {job_return._return_value!r}"[:200],
+            "status": "ok" if ok else f"failed: {job_return_value(job_return)!r}"[:200],
             "objective": float(value) if isinstance(value, (int, float)) else None,
             "overrides": parse_overrides(list(job_return.overrides or [])),
             "metrics": _job_metrics(job_dir, tuple(m for t in self.tables for m in t.metrics)),

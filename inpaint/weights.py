@@ -24,7 +24,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from inpaint.data.download import download_url, file_digest
+from inpaint.download import download_url, file_digest
+from inpaint.errors import WeightsChecksumError, WeightsUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -126,15 +127,6 @@ REGISTRY: dict[str, WeightSpec] = {
     ),
     **_PGGAN_PRIORS,
 }
-
-
-class WeightsUnavailableError(FileNotFoundError):
-    """A weight file is neither in the cache nor downloadable now. The message is self-contained (which
-    file, where to put it, where to get it, how to run without it)."""
-
-
-class WeightsChecksumError(ValueError):
-    """A weight file's SHA-256 differs from the registry's."""
 
 
 def _spec(name: str) -> WeightSpec:

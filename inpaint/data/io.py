@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from inpaint.errors import ImageReadError  # re-exported: defined with the other user errors
+
 __all__ = [
     "IMAGE_EXTENSIONS",
     "ImageFile",
@@ -59,25 +61,6 @@ _CONVERT_MODES = {
 }
 # Tolerance for float images slightly outside [0, 1] (rounding noise); clipped.
 _FLOAT_TOL = 1e-3
-
-
-class ImageReadError(RuntimeError):
-    """An image file (or array) could not be read or converted to RGB uint8.
-
-    The message names the file and the reason. ``path`` and ``reason`` are kept as
-    attributes when given; the single-message constructor keeps the exception
-    re-raisable by ``torch.utils.data`` worker processes.
-    """
-
-    def __init__(self, message: str, *, path: str | None = None, reason: str | None = None) -> None:
-        super().__init__(message)
-        self.path = path
-        self.reason = reason
-
-    @classmethod
-    def for_file(cls, path: str | os.PathLike[str], reason: str) -> ImageReadError:
-        """Build the standard error ``cannot read image '<path>': <reason>``."""
-        return cls(f"cannot read image '{path}': {reason}", path=str(path), reason=reason)
 
 
 def _ext_list() -> str:
