@@ -169,6 +169,11 @@ class MaskGenerator(abc.ABC):
         ``index`` is the evaluation sample's index (``None`` for training samples). Generators that pair
         evaluation images with a fixed set of masks (mask files) use it; the others ignore it."""
 
+    def center_hole(self, height: int, width: int) -> int | None:
+        """The side (px) of the one centred square hole this generator always draws on a ``height x width``
+        image, or None when it draws other holes (a model that fills only a centre hole reads this)."""
+        return None
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
         return f"{type(self).__name__}({args})"
@@ -213,6 +218,9 @@ class CenterMask(MaskGenerator):
         if side > min(height, width):
             raise ValueError(f"size={self.size!r} ({side} px) exceeds the {height}x{width} image")
         return side
+
+    def center_hole(self, height: int, width: int) -> int:
+        return self.side(height, width)
 
     def __call__(
         self, height: int, width: int, rng: np.random.Generator, index: int | None = None
