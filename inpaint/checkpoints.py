@@ -1,74 +1,40 @@
-"""Checkpoint helpers: refuse a checkpoint of another model class, load weights only (``init_from``)."""
+"""Checkpoint helpers at the level of a run: refuse a checkpoint of another model class (``ckpt_path=``),
+load weights only (``init_from=``).
+
+Reading a checkpoint safely (:func:`read_checkpoint`) and the model-class tag (:data:`CHECKPOINT_CLASS_KEY`,
+:func:`class_path`) live one layer lower, in :mod:`inpaint.checkpoint_io`, and the errors in
+:mod:`inpaint.errors`; both are re-exported here for the callers that import them from this module."""
 
 from __future__ import annotations
 
 import logging
-import pickle
-import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-from inpaint.models.base import CHECKPOINT_CLASS_KEY, class_path
+from inpaint.checkpoint_io import CHECKPOINT_CLASS_KEY, class_path, read_checkpoint
+from inpaint.config_dir import CONF_DIR
+from inpaint.errors import CheckpointMismatchError, NotACheckpointError, UnsafeCheckpointError
+
+if TYPE_CHECKING:
+    from inpaint.models.base import InpaintModule
 
 log = logging.getLogger(__name__)
 
-
-class CheckpointMismatchError(ValueError):
-    """A checkpoint that does not belong to the model the config builds."""
-
-
-class NotACheckpointError(CheckpointMismatchError):
-    """A file torch cannot read as a checkpoint at all (random bytes, a text file, a truncated file)."""
-
-
-class UnsafeCheckpointError(CheckpointMismatchError):
-    """A real checkpoint whose pickle names a Python object that ``weights_only=True`` loading refuses."""
-
-
-# torch's weights-only unpickler names the refused object like "unsupported GLOBAL posix.system" or
-# "Unsupported global: GLOBAL os.system"; anything else it rejects is bytes that are no pickle at all
-_REFUSED_GLOBAL = re.compile(r"GLOBAL\s+([\w.]+)")
-
-
-def read_checkpoint(path: str | Path, option: str = "ckpt_path") -> dict:
-    """Load a checkpoint on the CPU with ``weights_only=True`` (no arbitrary code from pickles).
-
-    A file that is no checkpoint raises :class:`NotACheckpointError`; a checkpoint whose pickle holds an
-    object outside torch's allow-list raises :class:`UnsafeCheckpointError`. Both messages name the file and
-    ``option`` (the config option that gave it), without torch's advice to load with ``weights_only=False``.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{option}={path}: checkpoint does not exist")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        refused = _REFUSED_GLOBAL.search(str(e))
-        if refused:
-            raise UnsafeCheckpointError(
-                f"{option}={path} was refused for safety: its pickle would import {refused.group(1)}, which "
-                "loading with weights_only=True does not allow (it could run code). Re-save the checkpoint "
-                "with plain tensors and containers, or pass a checkpoint written by inpaint.run"
-            ) from None
-        raise _not_a_checkpoint(path, option, "it is no pickle that torch can read") from None
-    except Exception as e:  # zip/tar errors, EOFError (empty or truncated), KeyError (text), ...
-        raise _not_a_checkpoint(path, option, f"torch.load fails with {type(e).__name__}") from None
-    if not isinstance(ckpt, dict):
-        raise _not_a_checkpoint(path, option, f"it holds a {type(ckpt).__name__}, not a dict")
-    return ckpt
-
-
-def _not_a_checkpoint(path: Path, option: str, why: str) -> NotACheckpointError:
-    return NotACheckpointError(
-        f"{option}={path} is not a checkpoint ({why}): give a .ckpt written by inpaint.run (RUN/checkpoints/"
-        "best.ckpt) or a file saved with torch.save"
-    )
+__all__ = [
+    "CHECKPOINT_CLASS_KEY",
+    "CheckpointMismatchError",
+    "NotACheckpointError",
+    "UnsafeCheckpointError",
+    "check_checkpoint_class",
+    "class_path",
+    "load_weights",
+    "read_checkpoint",
+]
 
 
 def _default_model_conf_dir() -> Path | None:
-    from inpaint.run import CONF_DIR  # lazy: inpaint.run imports this module
-
     return CONF_DIR / "model"
 
 
@@ -82,7 +48,7 @@ def _config_name_for(target: str, model_conf_dir: Path | None) -> str | None:
     return None
 
 
-def _refuse_other_class(ckpt: dict, path: str | Path, model: torch.nn.Module, model_conf_dir: Path | None,
+def _refuse_other_class(ckpt: dict, path: str | Path, model: InpaintModule, model_conf_dir: Path | None,
                         option: str) -> None:
     """Raise :class:`CheckpointMismatchError` naming both classes (and the ``model=`` config that builds the
     saved one) when ``ckpt`` was saved by an inpaint model of another class than ``model``."""
@@ -90,7 +56,7 @@ def _refuse_other_class(ckpt: dict, path: str | Path, model: torch.nn.Module, mo
     wanted = class_path(model)
     if saved is None or saved == wanted:
         return
-    if option == "init_from" and saved in getattr(model, "init_from_classes", ()):
+    if option == "init_from" and saved in model.needs().init_from_classes:
         return  # a model that starts from another's weights, e.g. the WGAN context encoder from the L2 one
     hint = _config_name_for(saved, _default_model_conf_dir() if model_conf_dir is None else model_conf_dir)
     fix = f"run with model={hint}" if hint else "choose the matching model= config"

@@ -8,12 +8,17 @@ Discriminator inputs are raw logits: the discriminator applies no sigmoid, and :
 applies it where a loss needs it (``nsgan`` as BCE-with-logits, the numerically stable equivalent of the
 authors' sigmoid + BCE).
 
+Every adversarial term of the framework comes from this module: :class:`AdversarialLoss` (the kinds, with
+soft labels, label flips and the WGAN drift term as options) and :func:`gradient_penalty` (WGAN-GP, which the
+shared GAN mechanism, :mod:`inpaint.models.gan`, adds when ``model.gan.gradient_penalty`` is set). Models
+choose a kind and its options; none writes an adversarial formula of its own.
+
 Every loss is computed in float32 (safe under autocast / bf16).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +31,7 @@ __all__ = [
     "AdversarialLoss",
     "VGGLoss",
     "feature_matching_loss",
+    "gradient_penalty",
     "gram_matrix",
     "hole_normalized_l1",
 ]
@@ -55,8 +61,12 @@ class AdversarialLoss(nn.Module):
     ``hinge``     ``-mean(D(fake))``                  ``(mean(relu(1 - D(real))) + mean(relu(1 + D(fake)))) / 2``
     ``nsgan``     ``BCE(sigmoid(D(fake)), 1)``        ``(BCE(sigmoid(D(real)), y_r) + BCE(sigmoid(D(fake)), y_f)) / 2``
     ``lsgan``     ``mean((sigmoid(D(fake)) - 1)^2)``  ``(mean((sigmoid(D(real)) - y_r)^2) + mean((sigmoid(D(fake)) - y_f)^2)) / 2``
-    ``wgan``      ``-mean(D(fake))``                  ``mean(D(fake)) - mean(D(real))`` (a critic: no sigmoid)
+    ``wgan``      ``-mean(D(fake))``                  ``mean(D(fake)) - mean(D(real)) + drift * mean(D(real)^2)``
+                                                      (a critic: no sigmoid; ``drift`` 0 unless given)
     ============  ==================================  ==================================================
+
+    ``drift`` (``wgan`` only) is Karras et al.'s drift term, which keeps the critic's scores near 0 (PGGAN:
+    ``1e-3``); with ``drift=0`` nothing is added. The gradient penalty of WGAN-GP is :func:`gradient_penalty`.
 
     ``nsgan``'s generator term is the "maximise log D" form (hard target 1), as in the context-encoder and
     DCGAN papers. Targets ``y_r = 1``, ``y_f = 0`` unless ``real_label`` / ``fake_label`` give ranges
@@ -78,11 +88,17 @@ class AdversarialLoss(nn.Module):
         real_label: Sequence[float] | None = None,
         fake_label: Sequence[float] | None = None,
         flip: float = 0.0,
+        drift: float = 0.0,
     ) -> None:
         super().__init__()
         if kind not in GAN_KINDS:
             raise ValueError(f"unknown GAN loss '{kind}'; choose one of {', '.join(GAN_KINDS)}")
         self.kind = kind
+        self.drift = float(drift)
+        if self.drift < 0:
+            raise ValueError(f"the drift weight must be >= 0, got {drift}")
+        if self.drift and kind != "wgan":
+            raise ValueError(f"the drift term belongs to a WGAN critic (kind wgan), not {kind}")
         self.real_label = _label_range("real_label", real_label, (1.0, 1.0))
         self.fake_label = _label_range("fake_label", fake_label, (0.0, 0.0))
         self.flip = float(flip)
@@ -93,7 +109,8 @@ class AdversarialLoss(nn.Module):
             raise ValueError(f"soft labels and label flips need a loss with targets (nsgan, lsgan), not {kind}")
 
     def extra_repr(self) -> str:
-        return f"kind={self.kind!r}, real_label={self.real_label}, fake_label={self.fake_label}, flip={self.flip}"
+        return (f"kind={self.kind!r}, real_label={self.real_label}, fake_label={self.fake_label}, flip={self.flip}, "
+                f"drift={self.drift}")
 
     def targets(self, n: int, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
         """The per-sample discriminator targets ``(y_real, y_fake)``, shape ``[n]`` (after flips)."""
@@ -115,10 +132,16 @@ class AdversarialLoss(nn.Module):
             return F.binary_cross_entropy_with_logits(d, torch.ones_like(d))
         return (torch.sigmoid(d) - 1).square().mean()
 
+    @staticmethod
+    def drift_term(real_logits: Tensor) -> Tensor:
+        """``mean(D(real)^2)``, the unweighted drift term of the ``wgan`` critic loss (float32)."""
+        return real_logits.float().square().mean()
+
     def discriminator_loss(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
         real, fake = real_logits.float(), fake_logits.float()
         if self.kind == "wgan":
-            return fake.mean() - real.mean()
+            loss = fake.mean() - real.mean()
+            return loss + self.drift * self.drift_term(real) if self.drift else loss
         if self.kind == "hinge":
             return (F.relu(1 - real).mean() + F.relu(1 + fake).mean()) / 2
         y_real, y_fake = (
@@ -140,6 +163,19 @@ def _label_range(name: str, value: Sequence[float] | None, default: tuple[float,
     if lo > hi:
         raise ValueError(f"{name}={list(value)}: give [low, high] with low <= high")
     return lo, hi
+
+
+def gradient_penalty(critic: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor) -> Tensor:
+    """WGAN-GP's penalty (Gulrajani et al.): ``mean((||grad_x critic(x_hat)||_2 - 1)^2)`` at the interpolates
+    ``x_hat = e * real + (1 - e) * fake``, ``e ~ U(0, 1)`` per sample (drawn from the torch RNG, on ``real``'s
+    device). ``real`` and ``fake`` are detached; the gradient is taken with ``create_graph=True``, so the
+    penalty's own gradient reaches the critic's parameters. ``critic`` maps a batch to its scores (any shape:
+    they are summed). Unweighted, float32 for float32 inputs."""
+    e = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), device=real.device, dtype=real.dtype)
+    x_hat = (e * real.detach() + (1 - e) * fake.detach()).requires_grad_(True)
+    score = critic(x_hat)
+    (grad,) = torch.autograd.grad(score.float().sum(), x_hat, create_graph=True)
+    return (grad.flatten(1).norm(dim=1) - 1.0).square().mean()
 
 
 def feature_matching_loss(fake_features: Sequence[Tensor], real_features: Sequence[Tensor]) -> Tensor:

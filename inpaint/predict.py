@@ -26,11 +26,13 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from tqdm.auto import tqdm
 
-from inpaint.checkpoints import CheckpointMismatchError, read_checkpoint
-from inpaint.cli import CONF_DIR, echo, guarded, plain
+from inpaint.checkpoint_io import CHECKPOINT_CLASS_KEY, read_checkpoint
+from inpaint.cli import echo, guarded, plain
+from inpaint.config_dir import CONF_DIR
 from inpaint.data.io import IMAGE_EXTENSIONS, list_images, read_image
 from inpaint.data.mask_files import HOLE_VALUES, read_mask_file
-from inpaint.models.base import CHECKPOINT_CLASS_KEY, InpaintModule
+from inpaint.errors import CheckpointMismatchError
+from inpaint.models.base import InpaintModule
 
 log = logging.getLogger("inpaint.predict")
 
@@ -70,7 +72,7 @@ def load_model(
         raise CheckpointMismatchError(f"checkpoint {ckpt_path} was not written by inpaint.run (no model class in it)")
     module_name, _, cls_name = target.rpartition(".")
     cls = getattr(importlib.import_module(module_name), cls_name)
-    net = cls(**ckpt.get("hyper_parameters", {}))
+    net = cls.from_hyperparameters(ckpt.get("hyper_parameters", {}))
     net.load_state_dict(ckpt["state_dict"])
     return net
 
@@ -180,7 +182,7 @@ def inpaint_file(model: InpaintModule, image: np.ndarray, mask: np.ndarray, devi
     msk = torch.from_numpy(mask)[None, None].float().to(device)
     if dilate > 0:
         msk = F.max_pool2d(msk, kernel_size=2 * dilate + 1, stride=1, padding=dilate)
-    multiple = max(1, int(getattr(model, "size_multiple", 1)))
+    multiple = max(1, model.needs().size_multiple)
     img_p, (h, w) = pad_to_multiple(img, multiple, pad_mode)
     msk_p, _ = pad_to_multiple(msk, multiple, "replicate" if pad_mode == "reflect" else pad_mode)
     # in the model's inference context (gradient-free unless its procedure needs autograd)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import sys
 import time
 import warnings
@@ -24,14 +23,12 @@ from pathlib import Path
 import hydra
 import lightning as L
 import torch
-import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary, ProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from inpaint.callbacks import StepProgressBar
 from inpaint.checkpoints import check_checkpoint_class, load_weights
 from inpaint.cli import (
-    CONF_DIR,
     USER_ERRORS,
     echo,
     guarded,
@@ -40,10 +37,14 @@ from inpaint.cli import (
     report_user_error,
     user_message,
 )
+from inpaint.config_dir import CONF_DIR
+from inpaint.data.datamodule import InpaintDataModule
 from inpaint.loggers import log_metric_table
 from inpaint.metrics import bucket_name, comparison_table, metrics_table, reported_metrics
 from inpaint.models.base import InpaintModule
+from inpaint.models.needs import ModelNeeds, check_data
 from inpaint.report import combine_digests, write_card
+from inpaint.resume import latest_checkpoint, resume_arguments
 
 log = logging.getLogger("inpaint.run")
 
@@ -98,30 +99,41 @@ def check_accelerator(cfg: DictConfig) -> None:
         )
 
 
+#: ``callbacks.<name>.monitor: model`` / ``mode: model``: the metric and mode the model declares
+FROM_MODEL = "model"
+
+
+def callback_config(node: DictConfig, needs: ModelNeeds) -> DictConfig:
+    """A callback's config with ``monitor: model`` / ``mode: model`` replaced by the model's declaration."""
+    if node.get("monitor") != FROM_MODEL and node.get("mode") != FROM_MODEL:
+        return node
+    node = OmegaConf.merge(node)  # a copy
+    if node.get("monitor") == FROM_MODEL:
+        node.monitor = needs.monitor
+    if node.get("mode") == FROM_MODEL:
+        node.mode = needs.monitor_mode
+    return node
+
+
 def build_trainer(cfg: DictConfig, model: InpaintModule | None = None) -> L.Trainer:
-    """The configured Trainer; a ``model`` whose inference needs autograd gets ``inference_mode=False``."""
+    """The configured Trainer for ``model``: its declared checkpoint monitor, and ``inference_mode=False`` when
+    its inference needs autograd (without a model, the defaults of :class:`ModelNeeds`)."""
     check_accelerator(cfg)
+    needs = model.needs() if model is not None else ModelNeeds()
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    callbacks = [instantiate(callback_config(c, needs)) for c in (cfg.get("callbacks") or {}).values()
+                 if c is not None]
     if cfg.trainer.get("enable_progress_bar", True) and not any(isinstance(c, ProgressBar) for c in callbacks):
         callbacks.append(StepProgressBar())  # step/max_steps instead of "Epoch 2/-2"
     if cfg.trainer.get("enable_model_summary", True) and not any(isinstance(c, ModelSummary) for c in callbacks):
         callbacks.append(ModelSummary(max_depth=1))  # logged, so run.log has it (the rich one is only drawn)
-    extra = {"inference_mode": False} if getattr(model, "inference_needs_grad", False) else {}
+    extra = {"inference_mode": False} if needs.inference_needs_grad else {}
     return instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, **extra)
 
 
 def _checkpoint_callback(trainer: L.Trainer) -> ModelCheckpoint | None:
     """The callback that keeps the best checkpoint (the one with a monitored metric)."""
     return next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The newest resumable checkpoint in ``run_dir``: ``checkpoints/last.ckpt`` or an ``hpc_ckpt_N.ckpt``
-    that Lightning's SLURM environment wrote on a preemption signal."""
-    candidates = [run_dir / "checkpoints" / "last.ckpt", *run_dir.glob("hpc_ckpt_*.ckpt")]
-    existing = [p for p in candidates if p.is_file()]
-    return max(existing, key=lambda p: p.stat().st_mtime) if existing else None
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
@@ -150,15 +162,18 @@ def run(cfg: DictConfig) -> dict[str, float]:
         check_checkpoint_class(ckpt_path, model, CONF_DIR / "model")
     if cfg.get("init_from"):
         load_weights(model, cfg.init_from, CONF_DIR / "model")
-    if cfg.task == "fit" and not model.trainable:
+    needs = model.needs()
+    if cfg.task == "fit" and not needs.trainable:
         raise ValueError(f"{type(model).__name__} has nothing to train: evaluate it with task=test")
-    pretrained = getattr(model, "has_pretrained_weights", False)
-    if cfg.task == "test" and model.trainable and not ckpt_path and not cfg.get("init_from") and not pretrained:
+    if (cfg.task == "test" and needs.trainable and not ckpt_path and not cfg.get("init_from")
+            and not needs.pretrained_weights):
         raise ValueError(
             "task=test needs ckpt_path=PATH/TO/best.ckpt (or init_from=...) for a trainable model"
         )
 
     datamodule = build_datamodule(cfg)
+    if isinstance(datamodule, InpaintDataModule):  # refuse data the model cannot take, before any step
+        check_data(needs, cfg.model._target_.rpartition(".")[2], datamodule.image_size, datamodule.mask)
     trainer = build_trainer(cfg, model)
     if cfg.get("compile"):
         model.compile_networks()
@@ -223,7 +238,7 @@ def test_per_bucket(
         mask = build_mask(cfg, mask_ratio=(lo, hi))
         bucket_data = (
             datamodule.with_mask(mask)
-            if hasattr(datamodule, "with_mask")
+            if isinstance(datamodule, InpaintDataModule)
             else build_datamodule(cfg, (lo, hi))
         )
         # verbose=False: Lightning's table would show this one bucket's run as the plain test/ keys
@@ -305,89 +320,6 @@ def write_report(
         side = "\n\nSide by side (" + ", ".join(variants) + "):\n\n" + comparison_table(test, buckets, variants)
     (out_dir / "metrics.md").write_text(header + table + side + "\n")
     echo(f"\nTest metrics (composite, per image then averaged):\n{table}{side}\n\nRun directory: {out_dir.resolve()}")
-
-
-# ------------------------------------------------------------------------------------------- resume
-def _override_key(item: str) -> str:
-    return item.partition("=")[0].lstrip("+~")
-
-
-def _quote(value: str) -> str:
-    return "'" + value.replace("'", "\\'") + "'"
-
-
-def _run_dir_of(ckpt: Path) -> Path | None:
-    """The run directory a checkpoint belongs to (``RUN/checkpoints/x.ckpt`` or ``RUN/hpc_ckpt_N.ckpt``
-    with ``RUN/.hydra``), else None."""
-    for cand in (ckpt.parent.parent, ckpt.parent):
-        if (cand / ".hydra" / "overrides.yaml").is_file():
-            return cand
-    return None
-
-
-def resume_arguments(argv: list[str]) -> list[str]:
-    """Command-line arguments that continue an earlier run in its own directory.
-
-    ``resume=RUN`` (a run directory, or one of its checkpoints) and ``ckpt_path=RUN/checkpoints/last.ckpt``
-    (unless ``task=test``) become: the run's own overrides (``RUN/.hydra/overrides.yaml``), then the new
-    ones (which win: e.g. a larger ``trainer.max_steps``), ``ckpt_path=`` the checkpoint and
-    ``hydra.run.dir=RUN``. Checkpoints, grids, the CSV/TensorBoard/W&B logs and ``run.log`` continue
-    there; the previous ``.hydra`` files are kept under ``.hydra/before_resume_N``."""
-    items = [a for a in argv if not a.startswith("-")]
-    given = {_override_key(a): a.partition("=")[2].strip("'\"") for a in items if "=" in a}
-    resume, ckpt = given.get("resume"), given.get("ckpt_path")
-    if "hydra.run.dir" in given:
-        if resume:
-            raise ValueError("resume=RUN continues the run in RUN: leave out hydra.run.dir")
-        return argv  # the directory is chosen (e.g. by Lightning for a DDP worker of a resumed run)
-    if not resume and not (ckpt and given.get("task", "fit") == "fit"):
-        return argv
-    if resume and any(a in ("-m", "--multirun") for a in argv):
-        raise ValueError(
-            "resume= continues one run; to continue an interrupted sweep, repeat its command with "
-            "hydra.sweep.dir=SWEEP_DIR"
-        )
-    target = Path(resume or ckpt).expanduser()
-    if resume and target.is_dir():
-        run_dir, found = target, latest_checkpoint(target)
-        if found is None:
-            raise FileNotFoundError(
-                f"resume={resume}: no checkpoint to resume in {target} (looked for checkpoints/last.ckpt and "
-                "hpc_ckpt_*.ckpt); it is written every callbacks.checkpoint_every.steps/minutes"
-            )
-        target = found
-    else:
-        if not target.is_file():
-            raise FileNotFoundError(f"{'resume' if resume else 'ckpt_path'}={target}: no such checkpoint file")
-        run_dir = _run_dir_of(target)
-        if run_dir is None:
-            if resume:
-                raise ValueError(
-                    f"resume={resume}: {target} is not inside a run directory of inpaint.run (no .hydra/ next to "
-                    "its checkpoints/ folder); pass it as ckpt_path= to resume in a new directory"
-                )
-            return argv  # a checkpoint from elsewhere: resume it into a new run directory
-    hydra_dir = run_dir / ".hydra"
-    if not (hydra_dir / "overrides.yaml").is_file():
-        raise ValueError(
-            f"resume={resume}: {run_dir} is not a run directory of `python -m inpaint.run` (no .hydra/overrides.yaml); "
-            f"pass its checkpoint as ckpt_path={target} to continue in a new directory"
-        )
-    earlier = yaml.safe_load((hydra_dir / "overrides.yaml").read_text()) or []
-    keep = len(list(hydra_dir.glob("before_resume_*")))
-    backup = hydra_dir / f"before_resume_{keep + 1}"
-    backup.mkdir()
-    for f in hydra_dir.glob("*.yaml"):
-        shutil.copy2(f, backup / f.name)
-    dropped = {"resume", "ckpt_path", "hydra.run.dir"}
-    merged: dict[str, str] = {}
-    for item in [*earlier, *items]:
-        key = _override_key(item)
-        if key not in dropped:
-            merged.pop(key, None)
-            merged[key] = item
-    flags = [a for a in argv if a.startswith("-")]
-    return [*flags, *merged.values(), f"ckpt_path={_quote(str(target))}", f"hydra.run.dir={_quote(str(run_dir))}"]
 
 
 def _fit_or_test(cfg: DictConfig) -> float | None:

@@ -12,11 +12,14 @@ The mask is 1 = hole everywhere outside a model; a paper with the opposite polar
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import inspect
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import lightning as L
 import numpy as np
@@ -24,12 +27,17 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
+from inpaint.checkpoint_io import CHECKPOINT_CLASS_KEY, class_path
 from inpaint.loggers import log_metric_table
 from inpaint.metrics import DEFAULT_BUCKETS, InpaintMetrics
+from inpaint.models.needs import ModelNeeds
+from inpaint.models.optimizers import Injected, scheduler_config
+from inpaint.models.options import read_options
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_CLASS_KEY = "inpaint_model_class"
+#: per-model optimizer keys of checkpoints written before ``model.optimizer`` was injected
+LEGACY_OPTIMIZER_KEYS = frozenset({"lr", "betas", "eps", "weight_decay", "lr_decay", "optim"})
 #: a test batch whose fill takes longer than this is reported in the log (the per-image time of long procedures)
 LONG_BATCH_SECONDS = 2.0
 
@@ -37,6 +45,18 @@ LONG_BATCH_SECONDS = 2.0
 def compose(prediction: Tensor, image: Tensor, mask: Tensor) -> Tensor:
     """Paste the prediction into the hole (mask 1) and keep the known pixels (mask 0) exactly."""
     return prediction * mask + image * (1.0 - mask)
+
+
+@dataclass(frozen=True)
+class Procedure:
+    """An inference procedure, declared once: ``name`` (``eval.procedure=``, predict's ``procedure=``),
+    ``run(image, mask, index) -> composite``, ``label`` (the column of a side-by-side table; the name when
+    None) and ``needs_grad`` (it optimises per image, so it runs with autograd outside training)."""
+
+    name: str
+    run: Callable[[Tensor, Tensor, Tensor], Tensor]
+    label: str | None = None
+    needs_grad: bool = False
 
 
 #: per-sample digests are summed modulo this (62 bits: a DDP all-gather of the sums fits int64)
@@ -54,20 +74,20 @@ def sample_digest_sum(values: Tensor) -> int:
     return total % DIGEST_MOD
 
 
-def class_path(obj_or_cls) -> str:
-    cls = obj_or_cls if isinstance(obj_or_cls, type) else type(obj_or_cls)
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
 class InpaintModule(L.LightningModule):
-    """Base class: subclasses implement ``forward`` and (if trainable) ``training_step`` and
-    ``configure_optimizers``.
+    """Base class: subclasses implement ``forward`` and (if trainable) ``training_step``; the optimizer and
+    scheduler are injected from the config (:mod:`inpaint.models.optimizers`) and built by the one
+    :meth:`configure_optimizers` here.
 
     Args:
         buckets: hole-ratio buckets ``[lo, hi)`` reported next to the overall metrics.
         nan_check_every: check the training loss for NaN/Inf every this many steps (1 = every step;
             each check is one host sync, so raise it on GPUs if the sync shows up in a profile;
             0 disables the check).
+        optimizer: ``model.optimizer``, a partial of the optimizer class (``_target_: torch.optim.Adam``,
+            ``_partial_: true``, its arguments) called with :meth:`optimized_parameters`.
+        scheduler: ``model.scheduler`` (optional), a partial of a learning-rate scheduler called with the
+            optimizer; its ``interval`` / ``frequency`` / ``monitor`` keys go to Lightning.
 
     The hole metrics (``eval.hole_metrics=true``) are switched on after construction with
     :meth:`enable_hole_metrics`, so a subclass's ``__init__`` needs no argument for them.
@@ -79,16 +99,28 @@ class InpaintModule(L.LightningModule):
     trainable: bool = True
     #: names of the submodules (networks) that ``compile=true`` compiles
     compile_targets: tuple[str, ...] = ()
-    #: True for an inference procedure that needs autograd (e.g. per-image optimisation of a latent):
-    #: evaluation, the grids and ``inpaint.predict`` then run ``inpaint`` with gradients enabled, and
-    #: ``inpaint.run`` builds the trainer with ``inference_mode=False`` (inference tensors cannot be saved
-    #: for backward); everything else stays gradient-free
-    inference_needs_grad: bool = False
+    #: the validation metric and mode that choose the best checkpoint (``callbacks.model_checkpoint.monitor:
+    #: model`` reads it)
+    checkpoint_monitor: tuple[str, str] = ("val/psnr", "max")
+    #: model classes (dotted paths) whose checkpoints ``init_from=`` may start this one from
+    init_from_classes: tuple[str, ...] = ()
 
-    def __init__(self, buckets: Sequence[Sequence[float]] = DEFAULT_BUCKETS, nan_check_every: int = 1) -> None:
+    def __init__(self, buckets: Sequence[Sequence[float]] = DEFAULT_BUCKETS, nan_check_every: int = 1,
+                 optimizer: Any = None, scheduler: Any = None) -> None:
         super().__init__()
+        #: the injected optimizers and scheduler (``model.optimizer``, ``model.scheduler``; a GAN adds
+        #: ``model.optimizer_d``), as plain data
+        self.injected: dict[str, Injected | None] = {
+            "optimizer": Injected.parse(optimizer, "model.optimizer"),
+            "scheduler": Injected.parse(scheduler, "model.scheduler"),
+        }
         #: set by ``channels_last=true``: weights and every batch's tensors use the NHWC memory format
         self.channels_last = False
+        #: the inference procedure and compared ones chosen by :meth:`configure_inference` (None: the defaults)
+        self._chosen_procedure: str | None = None
+        self._chosen_compare: tuple[str, ...] | None = None
+        #: the current inference options (an :attr:`InferenceOptions`; None for a model without options)
+        self.inference_opts = self.InferenceOptions() if self.InferenceOptions is not None else None
         self.buckets = tuple(tuple(float(x) for x in b) for b in buckets)
         self.nan_check_every = int(nan_check_every)
         self.hole_metrics = False
@@ -109,6 +141,24 @@ class InpaintModule(L.LightningModule):
         #: test samples and order-independent hashes of their images and masks (the results card's protocol)
         self.test_digest: dict[str, Any] = {}
         self._digest_acc = [0, 0, 0]
+
+    # ----------------------------------------------------------------------------------- declaration
+    @property
+    def has_pretrained_weights(self) -> bool:
+        """True when the model carries released weights (then ``task=test`` needs no checkpoint)."""
+        return False
+
+    def needs(self) -> ModelNeeds:
+        """What the model declares (:class:`~inpaint.models.needs.ModelNeeds`): generic code reads this and
+        never probes the model. A subclass with more to say (the sizes it is built for, the one centre hole
+        it fills) returns ``dataclasses.replace(super().needs(), ...)``."""
+        monitor, mode = self.checkpoint_monitor
+        procedures = self.procedures()
+        return ModelNeeds(
+            trainable=self.trainable, pretrained_weights=self.has_pretrained_weights, monitor=monitor,
+            monitor_mode=mode, size_multiple=int(self.size_multiple), procedures=tuple(p.name for p in procedures),
+            inference_needs_grad=any(p.needs_grad for p in procedures), init_from_classes=tuple(self.init_from_classes),
+        )
 
     def enable_hole_metrics(self, enabled: bool = True) -> InpaintModule:
         """``eval.hole_metrics=true``: also score ``mse_hole``, ``l2_paper``, ``l2_paper_255``, ``maem_hole``
@@ -165,38 +215,50 @@ class InpaintModule(L.LightningModule):
         return self.run_procedure(self.procedure, image, mask, index)
 
     def run_procedure(self, name: str, image: Tensor, mask: Tensor, index: Tensor | None = None) -> Tensor:
-        """The composite of inference procedure ``name`` (one of :meth:`inference_procedures`)."""
-        procedures = self.inference_procedures()
+        """The composite of inference procedure ``name`` (one of :meth:`procedures`)."""
+        if index is None:
+            index = torch.arange(image.shape[0], device=image.device)
+        return self._procedure(name).run(image, mask, index)
+
+    def _procedure(self, name: str | None) -> Procedure:
+        procedures = {p.name: p for p in self.procedures()}
         if not procedures:
             raise ValueError(f"{type(self).__name__} does not inpaint: it has no inference procedure")
         if name not in procedures:
             raise ValueError(
                 f"{type(self).__name__} has no inference procedure {name!r}; choose one of {', '.join(procedures)}"
             )
-        if index is None:
-            index = torch.arange(image.shape[0], device=image.device)
-        return procedures[name](image, mask, index)
+        return procedures[name]
 
     def inpaint_forward(self, image: Tensor, mask: Tensor, index: Tensor | None = None) -> Tensor:
         """The one-pass procedure: the prediction of ``forward``, clamped and composited."""
         return compose(self(image, mask).clamp(0.0, 1.0), image, mask)
 
     # ----------------------------------------------------------------------------------- inference procedures
+    #: the typed options of the model's inference procedures (a frozen dataclass whose ``__post_init__``
+    #: validates them), set with ``eval.inference.*`` / predict's ``inference.*``; None: no options
+    InferenceOptions: ClassVar[type | None] = None
+
+    def procedures(self) -> list[Procedure]:
+        """The model's inference procedures (:class:`Procedure`: name, ``run(image, mask, index) -> composite``,
+        label, whether it needs autograd), the default first; empty for a model that does not inpaint (a
+        generative prior). The one hook a method with more than one pass (ISNet's PRA, pixel-by-pixel decoding,
+        GAN inversion) overrides; generic code (run, predict, callbacks) only ever goes through these names."""
+        return [Procedure("forward", self.inpaint_forward)]
+
     def inference_procedures(self) -> dict[str, Callable[[Tensor, Tensor, Tensor], Tensor]]:
-        """The model's inference procedures by name, each ``(image, mask, index) -> composite``; the first is
-        the default. A method with more than one pass (ISNet's PRA, pixel-by-pixel decoding, GAN inversion)
-        adds its own; generic code (run, predict, callbacks) only ever goes through these names."""
-        return {"forward": self.inpaint_forward}
+        """``{name: run}`` of :meth:`procedures`, in order."""
+        return {p.name: p.run for p in self.procedures()}
 
     @property
     def procedure(self) -> str | None:
         """The procedure ``inpaint`` runs: chosen by :meth:`configure_inference`, else the model's default."""
-        chosen = getattr(self, "_procedure", None)
-        return chosen if chosen is not None else self.default_procedure()
+        return self._chosen_procedure if self._chosen_procedure is not None else self.default_procedure()
 
     def default_procedure(self) -> str | None:
-        """The first procedure; None for a model that does not inpaint (a generative prior)."""
-        return next(iter(self.inference_procedures()), None)
+        """The procedure ``inpaint`` runs unless one is chosen: the first (a model whose default follows its
+        config, e.g. ISNet's ``pra.enabled``, overrides this); None for a model that does not inpaint."""
+        return next((p.name for p in self.procedures()), None)
 
     def sample_grid(self, n: int) -> np.ndarray | None:
         """A model's own ``HxWx3`` uint8 image grid for the validation grids (a generative prior's samples);
@@ -206,7 +268,7 @@ class InpaintModule(L.LightningModule):
     @property
     def compared_procedures(self) -> tuple[str, ...]:
         """Procedures scored next to :attr:`procedure` in validation and test (keys ``<stage>/<name>/psnr``)."""
-        chosen = getattr(self, "_compare", None)
+        chosen = self._chosen_compare
         names = self.default_compare() if chosen is None else chosen
         return tuple(n for n in names if n != self.procedure)
 
@@ -219,13 +281,19 @@ class InpaintModule(L.LightningModule):
         """Choose the inference procedure (``procedure=``), the ones scored side by side with it
         (``compare=[...]``; ``[]`` none) and the model's inference options (e.g. a density model's
         ``temperature``, a step budget). ``inpaint.run`` passes ``eval.procedure`` / ``eval.compare`` /
-        ``eval.inference``, ``inpaint.predict`` its ``procedure=`` / ``inference.*``; a model refuses an option
-        it does not have, by name. A subclass with options handles its own and passes the rest up."""
-        if options:
+        ``eval.inference``, ``inpaint.predict`` its ``procedure=`` / ``inference.*``. The options are read into
+        the model's :attr:`InferenceOptions` (typed, validated; an unknown one is refused by name) and kept in
+        :attr:`inference_opts`, which the procedures read."""
+        unknown = {k: v for k, v in options.items() if k not in self.inference_options()}
+        if unknown:
             raise ValueError(
-                f"{type(self).__name__} has no inference option {', '.join(f'{k}={v}' for k, v in options.items())}"
+                f"{type(self).__name__} has no inference option {', '.join(f'{k}={v}' for k, v in unknown.items())}"
                 f" (it has {', '.join(self.inference_options()) or 'none'})"
             )
+        if options:
+            given = {k: v for k, v in options.items() if v is not None}
+            current = dataclasses.asdict(self.inference_opts)
+            self.inference_opts = read_options(self.InferenceOptions, {**current, **given}, "eval.inference")
         names = self.inference_procedures()
         for name in ([procedure] if procedure is not None else []) + list(compare or []):
             if name not in names:
@@ -233,13 +301,13 @@ class InpaintModule(L.LightningModule):
                     f"inference procedure {name!r} is not one of {type(self).__name__}'s: {', '.join(names)}"
                 )
         if procedure is not None:
-            self._procedure = str(procedure)
+            self._chosen_procedure = str(procedure)
         if compare is not None:
-            self._compare = tuple(str(n) for n in compare)
+            self._chosen_compare = tuple(str(n) for n in compare)
 
     def inference_options(self) -> tuple[str, ...]:
         """Names of the options :meth:`configure_inference` accepts besides ``procedure`` and ``compare``."""
-        return ()
+        return tuple(f.name for f in dataclasses.fields(self.InferenceOptions)) if self.InferenceOptions else ()
 
     def _procedure_metrics(self, stage: str, name: str) -> InpaintMetrics:
         key = f"{stage}_{name}"
@@ -260,7 +328,7 @@ class InpaintModule(L.LightningModule):
 
     def procedure_labels(self) -> dict[str, str]:
         """Column labels of the side-by-side table (procedure name -> label); unnamed ones show their name."""
-        return {}
+        return {p.name: p.label for p in self.procedures() if p.label}
 
     def sample_generators(self, index: Tensor, device: torch.device | str = "cpu") -> list[torch.Generator]:
         """One random generator per sample for a stochastic inference procedure (sampled pixels, random
@@ -272,9 +340,12 @@ class InpaintModule(L.LightningModule):
             gens.append(torch.Generator(device=device).manual_seed(seed))
         return gens
 
-    def inference_context(self):
-        """The autograd context ``inpaint`` runs in outside training (see :attr:`inference_needs_grad`)."""
-        return torch.enable_grad() if self.inference_needs_grad else torch.no_grad()
+    def inference_context(self, procedure: str | None = None):
+        """The autograd context a procedure (default: the active one) runs in outside training: gradients only
+        for one that declares ``needs_grad`` (per-image optimisation); everything else is gradient-free."""
+        name = procedure or self.procedure
+        needs_grad = name is not None and self._procedure(name).needs_grad
+        return torch.enable_grad() if needs_grad else torch.no_grad()
 
     # ----------------------------------------------------------------------------------- evaluation
     def timed_inpaint(self, image: Tensor, mask: Tensor, index: Tensor | None = None,
@@ -285,7 +356,7 @@ class InpaintModule(L.LightningModule):
         if sync:
             torch.cuda.synchronize(image.device)
         start = time.perf_counter()
-        with self.inference_context():
+        with self.inference_context(procedure):
             if procedure is None or procedure == self.procedure:
                 composite = self.inpaint(image, mask, index).detach()
             else:
@@ -388,8 +459,52 @@ class InpaintModule(L.LightningModule):
                 "trainer.gradient_clip_val=1.0, or trainer.precision=32-true."
             )
 
-    def configure_optimizers(self):  # pragma: no cover - overridden by trainable models
-        raise NotImplementedError(f"{type(self).__name__} is not trainable")
+    def optimized_parameters(self) -> list[nn.Parameter]:
+        """What ``model.optimizer`` steps: every parameter that requires a gradient (frozen loss networks and
+        EMA copies do not)."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def build_optimizer(self, key: str, params) -> torch.optim.Optimizer:
+        """The injected optimizer ``model.<key>`` over ``params``; a clear error when the config has none."""
+        spec = self.injected.get(key)
+        if spec is None:
+            raise ValueError(
+                f"{type(self).__name__} has no model.{key}: give one in the model config, e.g. "
+                f"model.{key}={{_target_: torch.optim.Adam, _partial_: true, lr: 1e-3}} (each conf/model/*.yaml "
+                "holds its paper's recipe)"
+            )
+        return spec.build(params)
+
+    def configure_optimizers(self):
+        """``model.optimizer`` over :meth:`optimized_parameters`, with ``model.scheduler`` when configured."""
+        if not self.trainable:
+            raise ValueError(f"{type(self).__name__} has nothing to train: evaluate it with task=test")
+        opt = self.build_optimizer("optimizer", self.optimized_parameters())
+        sched = self.injected.get("scheduler")
+        if sched is None:
+            return opt
+        return {"optimizer": opt, "lr_scheduler": scheduler_config(sched, opt)}
+
+    def save_hyperparameters(self, *args: Any, ignore: Any = None, frame: Any = None, logger: bool = True) -> None:
+        """Lightning's, with the injected optimizers and scheduler stored in their config form (plain data:
+        the checkpoint stays loadable with ``weights_only=True`` and rebuilds the same optimizer)."""
+        frame = frame or inspect.currentframe().f_back
+        ignore = [ignore] if isinstance(ignore, str) else list(ignore or [])
+        injected = {k: spec.config() for k, spec in self.injected.items() if spec is not None}
+        super().save_hyperparameters(*args, ignore=[*ignore, *injected], frame=frame, logger=logger)
+        if injected and not args:
+            super().save_hyperparameters({**self.hparams, **injected}, logger=logger)
+
+    @classmethod
+    def from_hyperparameters(cls, hparams: dict) -> InpaintModule:
+        """The model a checkpoint's ``hyper_parameters`` describe. Checkpoints written before the optimizers
+        were injected hold the old per-model keys (``lr``, ``betas``, ``optim``, ...): they only configured
+        training, so they are dropped (logged) and the model still loads for evaluation and prediction."""
+        accepted = inspect.signature(cls.__init__).parameters
+        legacy = {k: v for k, v in hparams.items() if k in LEGACY_OPTIMIZER_KEYS and k not in accepted}
+        if legacy:
+            log.info("checkpoint hyperparameters from before injected optimizers: ignoring %s", sorted(legacy))
+        return cls(**{k: v for k, v in hparams.items() if k not in legacy})
 
     # ----------------------------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:

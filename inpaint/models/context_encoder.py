@@ -13,8 +13,9 @@ Departures from the paper (spec ``cifar-models-and-scnn.md`` Part A CHOICEs), ea
   is B (Pathak's 128-px encoder is 64/64/128/256/512 with a 4000-wide bottleneck).
 * Dropout 0.5 after the bottleneck only; the paper's "dropout for every activation" is
   ``generator.dropout=everywhere`` (spec A3: with BN it trains very slowly).
-* Adam lr 1e-3, betas (0.9, 0.999), ExponentialLR 0.96 per epoch, weight decay 0: the paper cross-validated the
-  learning rate and found decay helpful but gives no values.
+* Adam lr 1e-3, betas (0.9, 0.999), ExponentialLR 0.96 per epoch, weight decay 0 (``model.optimizer`` /
+  ``model.scheduler`` in the config): the paper cross-validated the learning rate and found decay helpful but
+  gives no values.
 * The hole is 0 in the [-1,1] input (mid-grey; the paper's "zeros"), not Pathak's dataset-mean fill.
 * The overlap ring weight is 20 (the paper's "more than 20 times"; Pathak: 10), with the loss a plain mean of the
   weighted squared errors (no division by the sum of the weights, as Pathak).
@@ -27,6 +28,7 @@ Departures from the paper (spec ``cifar-models-and-scnn.md`` Part A CHOICEs), ea
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -36,7 +38,8 @@ from torchmetrics import MeanMetric
 from inpaint.losses import AdversarialLoss
 from inpaint.metrics import DEFAULT_BUCKETS
 from inpaint.models.base import InpaintModule
-from inpaint.models.gan import GANModule
+from inpaint.models.gan import CriticLoss, GANModule
+from inpaint.models.needs import ModelNeeds
 from inpaint.nets.context_encoder import (
     SUPPORTED_HINT,
     ContextDiscriminator,
@@ -129,18 +132,11 @@ class ContextEncoderBase(InpaintModule):
                 f"{geo.image_size}x{geo.image_size} image; this mask is another: {SUPPORTED_HINT}"
             )
 
-    def on_fit_start(self) -> None:
-        super().on_fit_start()  # e.g. the GAN mechanism's checks
-        # refuse a wrong mask generator before the first step when it is visible; batches are checked too
-        mask_gen = getattr(getattr(self.trainer, "datamodule", None), "mask", None)
-        side = getattr(mask_gen, "side", None)
+    def needs(self) -> ModelNeeds:
+        """Built for one image side and one centre hole (the run refuses other data before training; every
+        batch is checked too)."""
         geo = self.geometry
-        if callable(side):  # a centre-hole generator (inpaint.data.masks.CenterMask)
-            got = side(geo.image_size, geo.image_size)
-            if got != geo.hole:
-                raise ValueError(f"the mask's centre hole is {got} px, the model's {geo.hole} px: {SUPPORTED_HINT}")
-        elif mask_gen is not None:
-            raise ValueError(f"mask {type(mask_gen).__name__} is not a centre hole: {SUPPORTED_HINT}")
+        return replace(super().needs(), image_sizes=(geo.image_size,), center_hole=geo.hole)
 
     # ----------------------------------------------------------------------------------- model pieces
     @staticmethod
@@ -184,14 +180,15 @@ class ContextEncoderBase(InpaintModule):
 
 
 class ContextEncoderModule(ContextEncoderBase):
-    """The L2 context autoencoder (CE-AE, CE-AE-ov): weighted L2 on the window, Adam, optional exponential decay.
+    """The L2 context autoencoder (CE-AE, CE-AE-ov): weighted L2 on the window; the optimizer and scheduler are
+    injected (the config: Adam 1e-3 with ExponentialLR 0.96 per epoch).
 
     Logs ``train/loss`` and ``val/rec_loss`` / ``test/rec_loss`` (the same weighted L2 on held-out images, also in
     ``metrics.json``: Table 1's "validation L2" in the model's own units).
 
     Args:
-        lr, betas, weight_decay: Adam.
-        lr_decay: ExponentialLR gamma per epoch (0.96); ``null`` or 1 for a constant rate.
+        optimizer, scheduler: ``model.optimizer`` (over the generator) and ``model.scheduler`` (``null``: a
+            constant rate).
     """
 
     def __init__(
@@ -200,19 +197,14 @@ class ContextEncoderModule(ContextEncoderBase):
         image_size: int = 32,
         overlap: int = 0,
         overlap_weight: float = 20.0,
-        lr: float = 1e-3,
-        betas: Sequence[float] = (0.9, 0.999),
-        weight_decay: float = 0.0,
-        lr_decay: float | None = 0.96,
         buckets: Sequence[Sequence[float]] = DEFAULT_BUCKETS,
         nan_check_every: int = 1,
+        optimizer: Any = None,
+        scheduler: Any = None,
     ) -> None:
-        super().__init__(generator, image_size, overlap, overlap_weight, buckets, nan_check_every)
+        super().__init__(generator, image_size, overlap, overlap_weight, buckets, nan_check_every,
+                         optimizer=optimizer, scheduler=scheduler)
         self.save_hyperparameters()
-        self.lr = float(lr)
-        self.betas = tuple(float(b) for b in betas)
-        self.weight_decay = float(weight_decay)
-        self.lr_decay = None if lr_decay is None else float(lr_decay)
         self.val_rec = MeanMetric()
         self.test_rec = MeanMetric()
 
@@ -252,19 +244,9 @@ class ContextEncoderModule(ContextEncoderBase):
         super().on_test_epoch_end()
         self.test_results = self._finish_rec("test", self.test_rec, self.test_results)
 
-    def configure_optimizers(self):
-        opt = torch.optim.Adam(self.generator.parameters(), lr=self.lr, betas=self.betas, weight_decay=self.weight_decay)
-        if self.lr_decay is None or self.lr_decay == 1.0:
-            return opt
-        sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=self.lr_decay)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
-
 
 # ------------------------------------------------------------------------------------------ adversarial
 class AdversarialContextEncoder(ContextEncoderBase, GANModule):
-    #: ``init_from=`` may start G from a trained L2 context encoder of the same architecture
-    init_from_classes = ("inpaint.models.context_encoder.ContextEncoderModule",)
-
     """The context encoder trained against a discriminator (``model=ce_gan``) or a weight-clipped critic
     (``model=ce_wgan``), spec A4, on the shared GAN mechanism (:mod:`inpaint.models.gan`):
 
@@ -276,12 +258,13 @@ class AdversarialContextEncoder(ContextEncoderBase, GANModule):
     * ``ce_gan`` (DCGAN-style, A4.4): ``nsgan`` -- G maximises log D (hard target 1); D with soft noisy
       labels (real ~ U(0.9, 1.1), fake ~ U(0, 0.2), per sample) and label flips (p = 0.05, a CHOICE: the
       paper says "occasionally"); one D step, then one G step on the same batch; Adam 2e-4, betas (0.5,
-      0.999) for both (``optim.g_lr_mult`` = 10 is Pathak's).
+      0.999) for both (``model.optimizer.lr=2e-3``, 10x, is Pathak's G rate).
     * ``ce_wgan`` (A4.5): ``wgan`` -- critic loss mean C(fake) - mean C(real), G's term -mean C(fake); every
       critic parameter clipped to [-0.01, 0.01] after each critic step; 10 critic steps per G step (the
       paper) with Arjovsky's warm-up (100 critic steps for the first 25 G iterations and every 500th); each
-      critic step on a fresh batch; RMSprop 5e-5 for both (``optim.g_optimizer=adam`` for G: 1e-4, betas
-      (0.5, 0.999)); G initialised from a trained ``context_encoder`` checkpoint with ``init_from=``.
+      critic step on a fresh batch; RMSprop 5e-5 for both (an Adam ``model.optimizer`` for G is allowed; the
+      critic's ``model.optimizer_d`` must not have momentum, so Adam is refused there); G initialised from a
+      trained ``context_encoder`` checkpoint with ``init_from=``.
 
     What D sees (``discriminator.d_input``): ``image`` -- the whole 32x32 image, real or with the
     prediction pasted (``d_paste``: ``window`` = all 16x16, ring included, as Pathak's D judges the full
@@ -289,6 +272,9 @@ class AdversarialContextEncoder(ContextEncoderBase, GANModule):
     samples always go through D in separate passes, so batch-norm statistics never mix them (the paper's
     trick). Everything is in [-1, 1] inside the model.
     """
+
+    #: ``init_from=`` may start G from a trained L2 context encoder of the same architecture
+    init_from_classes = ("inpaint.models.context_encoder.ContextEncoderModule",)
 
     def __init__(
         self,
@@ -299,12 +285,15 @@ class AdversarialContextEncoder(ContextEncoderBase, GANModule):
         overlap_weight: float = 20.0,
         alpha: float = 0.999,
         loss: Mapping[str, Any] | None = None,
-        optim: Mapping[str, Any] | None = None,
         gan: Mapping[str, Any] | None = None,
         buckets: Sequence[Sequence[float]] = DEFAULT_BUCKETS,
         nan_check_every: int = 1,
+        optimizer: Any = None,
+        optimizer_d: Any = None,
+        scheduler: Any = None,
     ) -> None:
-        super().__init__(generator, image_size, overlap, overlap_weight, buckets, nan_check_every, gan=gan)
+        super().__init__(generator, image_size, overlap, overlap_weight, buckets, nan_check_every, gan=gan,
+                         optimizer=optimizer, optimizer_d=optimizer_d, scheduler=scheduler)
         self.save_hyperparameters()
         if not 0.0 <= float(alpha) <= 1.0:
             raise ValueError(f"model.alpha (the reconstruction weight) must be in [0, 1], got {alpha}")
@@ -318,22 +307,26 @@ class AdversarialContextEncoder(ContextEncoderBase, GANModule):
         loss_cfg = {"kind": "nsgan", "real_label": None, "fake_label": None, "flip": 0.0, **(loss or {})}
         self.adversarial = AdversarialLoss(str(loss_cfg["kind"]), loss_cfg["real_label"], loss_cfg["fake_label"],
                                            float(loss_cfg["flip"]))
-        self.optim = {"g_optimizer": "adam", "d_optimizer": "adam", "lr": 2e-4, "g_lr": None, "g_lr_mult": 1.0,
-                      "betas": (0.5, 0.999), **(optim or {})}
-        for key in ("g_optimizer", "d_optimizer"):
-            if self.optim[key] not in OPTIMIZERS:
-                raise ValueError(f"model.optim.{key}={self.optim[key]!r}: choose one of {', '.join(OPTIMIZERS)}")
-        if self.adversarial.kind == "wgan" and self.optim["d_optimizer"] == "adam":
-            raise ValueError("a weight-clipped WGAN critic must not use momentum: model.optim.d_optimizer=rmsprop")
-        self.attach_ema()
+        critic = self.injected["optimizer_d"]
+        if self.adversarial.kind == "wgan" and critic is not None and "adam" in critic.name.lower():
+            raise ValueError(
+                f"a weight-clipped WGAN critic must not use momentum (Arjovsky et al.): model.optimizer_d is "
+                f"{critic.target}; use model.optimizer_d._target_=torch.optim.RMSprop"
+            )
+
+    def predict_window(self, image: Tensor, mask: Tensor) -> Tensor:
+        """The window that ``forward`` / ``inpaint`` / grids show, by the mechanism's :attr:`eval_generator` (the
+        EMA copy with ``model.gan.ema``, else the generator). Training fakes come from :meth:`generate`."""
+        return self.eval_generator(self.masked_input(image, mask))
 
     # the GAN mechanism's contract: what G makes, what D sees, the two losses
     def generate(self, batch: dict) -> Tensor:
+        """The generator's window for a training batch (with gradients when G steps)."""
         image, mask = batch["image"], batch["mask"]
         if not self._train_geometry_checked:
             self.check_geometry(image, mask)
             self._train_geometry_checked = True
-        return self.predict_window(image, mask)
+        return self.generator(self.masked_input(image, mask))
 
     def critic_inputs(self, batch: dict, window: Tensor) -> tuple[Tensor, Tensor]:
         real = to_model_range(batch["image"])
@@ -341,14 +334,14 @@ class AdversarialContextEncoder(ContextEncoderBase, GANModule):
             return self.crop_window(real), window
         return real, self.paste(real, window, region=self.d_paste)
 
-    def discriminator_loss(self, batch: dict, window: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def discriminator_loss(self, batch: dict, window: Tensor) -> CriticLoss:
         real, fake = self.critic_inputs(batch, window)
         d_real = self.discriminator(real)  # two passes: batch norm never sees real and fake together
         d_fake = self.discriminator(fake)
         loss = self.adversarial.discriminator_loss(d_real, d_fake)
-        return loss, {"d_real": d_real.detach().mean(), "d_fake": d_fake.detach().mean()}
+        return CriticLoss(loss, {"d_real": d_real.detach().mean(), "d_fake": d_fake.detach().mean()})
 
-    def generator_loss(self, batch: dict, window: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def generator_loss(self, batch: dict, window: Tensor, aux: Any = None) -> tuple[Tensor, dict[str, Tensor]]:
         rec = self.reconstruction_loss(window, batch["image"])
         terms = {"rec": rec}
         total = self.alpha * rec
@@ -359,17 +352,3 @@ class AdversarialContextEncoder(ContextEncoderBase, GANModule):
             total = total + (1.0 - self.alpha) * adv
         return total, terms
 
-    def configure_optimizers(self):
-        o = self.optim
-        lr_g = float(o["g_lr"]) if o["g_lr"] is not None else float(o["lr"]) * float(o["g_lr_mult"])
-        return [_optimizer(o["g_optimizer"], self.generator.parameters(), lr_g, o["betas"]),
-                _optimizer(o["d_optimizer"], self.discriminator.parameters(), float(o["lr"]), o["betas"])]
-
-
-OPTIMIZERS = ("adam", "rmsprop")
-
-
-def _optimizer(kind: str, params, lr: float, betas: Sequence[float]) -> torch.optim.Optimizer:
-    if kind == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr)
-    return torch.optim.Adam(params, lr=lr, betas=tuple(float(b) for b in betas))

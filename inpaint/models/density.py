@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -42,7 +43,7 @@ from torch import Tensor
 from torchmetrics import MeanMetric
 
 from inpaint.metrics import DEFAULT_BUCKETS
-from inpaint.models.base import InpaintModule, compose
+from inpaint.models.base import InpaintModule, Procedure, compose
 from inpaint.nets.autoregressive import DECODE_MODES, Decoder, DensityNet, quantize, to_levels
 from inpaint.nets.flat_lstm import RowFlattenedLSTM
 from inpaint.nets.pixelcnn import WindowPixelCNN
@@ -74,12 +75,26 @@ def cross_entropy_map(logits: Tensor, x: Tensor) -> Tensor:
     return F.cross_entropy(logits.float().transpose(1, 2), to_levels(x), reduction="none")
 
 
+@dataclass(frozen=True)
+class DecodeOptions:
+    """The density models' inference option: ``temperature`` of the ``sample`` decoding
+    (``softmax(logits / temperature)``; 1 = the model's own distribution)."""
+
+    temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.temperature > 0 or not math.isfinite(self.temperature):
+            raise ValueError(
+                f"temperature={self.temperature}: give a positive number (1 = the model's own distribution)"
+            )
+
+
 class DensityModule(InpaintModule):
     """An autoregressive density net trained by teacher forcing and inpainting by sequential decoding.
 
     Args:
         net: ``arch`` (``pixelcnn`` | ``row_lstm`` | ``diag_bilstm`` | ``flat_row_lstm``) and the net's arguments.
-        lr, betas: Adam.
+        optimizer, scheduler: injected (``model.optimizer``: Adam 1e-3 in the configs; the paper gives no rate).
         decode: the default inference procedure: ``argmax`` | ``sample`` | ``mean``.
         temperature: of ``sample`` (``softmax(logits / temperature)``); 1 = the model's distribution.
     """
@@ -87,50 +102,42 @@ class DensityModule(InpaintModule):
     def __init__(
         self,
         net: Mapping[str, Any],
-        lr: float = 1e-3,
-        betas: Sequence[float] = (0.9, 0.999),
         decode: str = "argmax",
         temperature: float = 1.0,
         buckets: Sequence[Sequence[float]] = DEFAULT_BUCKETS,
         nan_check_every: int = 1,
+        optimizer: Any = None,
+        scheduler: Any = None,
     ) -> None:
-        super().__init__(buckets=buckets, nan_check_every=nan_check_every)
+        super().__init__(buckets=buckets, nan_check_every=nan_check_every, optimizer=optimizer, scheduler=scheduler)
         self.save_hyperparameters()
         self.net = build_density_net(net)
         self.arch = str(dict(net)["arch"])
-        self.lr, self.betas = float(lr), tuple(float(b) for b in betas)
         if decode not in DECODE_MODES:
             raise ValueError(f"model.decode={decode!r}: choose one of {', '.join(DECODE_MODES)}")
         self.decode = str(decode)
-        self.temperature = self._check_temperature(temperature)
+        self.inference_opts = DecodeOptions(temperature=float(temperature))
         self.nll = torch.nn.ModuleDict({
             f"{stage}_{part}": MeanMetric() for stage in ("val", "test") for part in ("whole", "hole")
         })
 
     compile_targets = ("net",)
+    #: the best checkpoint is the one with the lowest validation NLL (bits per sub-pixel)
+    checkpoint_monitor = ("val/nll_bpd", "min")
 
-    @staticmethod
-    def _check_temperature(value: float) -> float:
-        value = float(value)
-        if not value > 0 or not math.isfinite(value):
-            raise ValueError(f"temperature={value}: give a positive number (1 = the model's own distribution)")
-        return value
+    InferenceOptions = DecodeOptions
+
+    @property
+    def temperature(self) -> float:
+        return self.inference_opts.temperature
 
     # ----------------------------------------------------------------------------------- inference procedures
-    def inference_procedures(self) -> dict:
-        return {mode: partial(self.fill, decode=mode) for mode in DECODE_MODES}
+    def procedures(self) -> list[Procedure]:
+        """The three decodings of the hole sub-pixels (``model.decode`` is the default)."""
+        return [Procedure(mode, partial(self.fill, decode=mode)) for mode in DECODE_MODES]
 
     def default_procedure(self) -> str:
         return self.decode
-
-    def inference_options(self) -> tuple[str, ...]:
-        return ("temperature",)
-
-    def configure_inference(self, procedure=None, compare=None, temperature: float | None = None, **options) -> None:
-        """Besides ``procedure`` / ``compare``: ``temperature`` of the ``sample`` decoding."""
-        super().configure_inference(procedure=procedure, compare=compare, **options)
-        if temperature is not None:
-            self.temperature = self._check_temperature(temperature)
 
     def forward(self, image: Tensor, mask: Tensor) -> Tensor:
         """The image filled by the active decoding (known pixels as quantized to 8 bits)."""
@@ -203,5 +210,3 @@ class DensityModule(InpaintModule):
             self.log_dict(extra, sync_dist=False)
         return {**results, **extra}
 
-    def configure_optimizers(self):
-        return torch.optim.Adam(self.net.parameters(), lr=self.lr, betas=self.betas)

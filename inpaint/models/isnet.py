@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import kornia
 import torch
@@ -36,9 +38,10 @@ from torch import Tensor
 
 from inpaint.losses import AdversarialLoss, VGGLoss, feature_matching_loss, hole_normalized_l1
 from inpaint.metrics import DEFAULT_BUCKETS
-from inpaint.models.base import compose
-from inpaint.models.gan import GANModule
+from inpaint.models.base import Procedure, compose
+from inpaint.models.gan import CriticLoss, GANModule
 from inpaint.models.isnet_weights import load_official_generator
+from inpaint.models.options import read_options
 from inpaint.nets.isnet import PatchDiscriminator, build_generator
 
 log = logging.getLogger(__name__)
@@ -50,6 +53,35 @@ ISNET_GANS = ("hinge", "nsgan", "lsgan")
 VGG_HINT = "model.loss.vgg=random"
 
 
+@dataclass(frozen=True)
+class GeneratorOptions:
+    """``model.generator``: the design (Table 7), residual blocks per branch per phase (Table 8), init std."""
+
+    variant: str = "isnet"
+    blocks: int = 4
+    init_std: float = 1e-3
+
+
+@dataclass(frozen=True)
+class LossOptions:
+    """``model.loss``: the adversarial loss, the five terms' weights, the VGG19 of the perceptual/style terms."""
+
+    gan: str = "hinge"
+    vgg: str = "imagenet"
+    weights: dict | None = None
+
+
+@dataclass(frozen=True)
+class PRAOptions:
+    """``model.pra``: the Progressive Reconstruction Algorithm at evaluation and prediction."""
+
+    enabled: bool = False
+    threshold: float = 0.2
+    max_passes: int = 10
+    kernel: int = 15
+    compare: bool = True
+
+
 class ISNetModule(GANModule):
     """ISNet generator + PatchGAN discriminator trained with L1 / adversarial / perceptual / style /
     feature-matching losses; optional PRA at evaluation and prediction.
@@ -58,7 +90,7 @@ class ISNetModule(GANModule):
         generator: ``variant`` (isnet | base | base_ff | unet), ``blocks`` (1-4), ``init_std``.
         loss: ``gan`` (hinge | nsgan | lsgan), ``weights`` ({l1, adv, perc, style, fm}; terms weighted 0 are
             not computed), ``vgg`` (imagenet | random | path of a torchvision-layout VGG19 file).
-        optim: ``lr_g``, ``lr_d``, ``betas`` (Adam for both networks).
+        optimizer, optimizer_d: injected (the authors': Adam 1e-4 for G, 1e-5 for D, betas (0, 0.9)).
         pra: ``enabled``, ``threshold`` (hole fraction above which another pass runs), ``max_passes`` (extra
             passes), ``kernel`` (side of the square dilation), ``compare`` (while PRA is on, also score the
             single-pass result under ``<stage>/single/...`` for a Table 5 side-by-side).
@@ -74,21 +106,24 @@ class ISNetModule(GANModule):
         self,
         generator: Mapping | None = None,
         loss: Mapping | None = None,
-        optim: Mapping | None = None,
         pra: Mapping | None = None,
         official_weights: str | None = None,
         gan: Mapping | None = None,
         buckets: Sequence[Sequence[float]] = DEFAULT_BUCKETS,
         nan_check_every: int = 1,
+        optimizer: Any = None,
+        optimizer_d: Any = None,
+        scheduler: Any = None,
     ) -> None:
         super().__init__(gan={"update": "simultaneous", **(gan or {})}, buckets=buckets,
-                         nan_check_every=nan_check_every)
+                         nan_check_every=nan_check_every, optimizer=optimizer, optimizer_d=optimizer_d,
+                         scheduler=scheduler)
         # the authors' file is loaded once, here; checkpoints then carry the weights, not the file's path
         self.save_hyperparameters(ignore=["official_weights"])
         self.official_weights = str(official_weights) if official_weights else None
-        gen_cfg = {"variant": "isnet", "blocks": 4, "init_std": 1e-3, **(generator or {})}
-        loss_cfg = {"gan": "hinge", "vgg": "imagenet", **(loss or {})}
-        weights = {"l1": 1.0, "adv": 3.0, "perc": 1.0, "style": 3.0, "fm": 0.0, **(loss_cfg.get("weights") or {})}
+        gen_cfg = read_options(GeneratorOptions, generator, "model.generator")
+        loss_cfg = read_options(LossOptions, loss, "model.loss")
+        weights = {"l1": 1.0, "adv": 3.0, "perc": 1.0, "style": 3.0, "fm": 0.0, **(loss_cfg.weights or {})}
         unknown = sorted(set(weights) - set(LOSS_TERMS))
         if unknown:
             raise ValueError(f"model.loss.weights: unknown term(s) {unknown}; the terms are {list(LOSS_TERMS)}")
@@ -96,41 +131,38 @@ class ISNetModule(GANModule):
         if negative:
             raise ValueError(f"model.loss.weights must be >= 0, got {negative}")
         self.loss_weights = {k: float(weights[k]) for k in LOSS_TERMS}
-        optim_cfg = {"lr_g": 1e-4, "lr_d": 1e-5, "betas": (0.0, 0.9), **(optim or {})}
-        self.lr_g, self.lr_d = float(optim_cfg["lr_g"]), float(optim_cfg["lr_d"])
-        self.betas = tuple(float(b) for b in optim_cfg["betas"])
-        pra_cfg = {"enabled": False, "threshold": 0.2, "max_passes": 10, "kernel": 15, "compare": True, **(pra or {})}
-        self.pra_enabled = bool(pra_cfg["enabled"])
-        self.pra_threshold = float(pra_cfg["threshold"])
-        self.pra_max_passes = int(pra_cfg["max_passes"])
-        self.pra_kernel = int(pra_cfg["kernel"])
-        self.pra_compare = bool(pra_cfg["compare"])
+        pra_cfg = read_options(PRAOptions, pra, "model.pra")
+        self.pra_enabled = pra_cfg.enabled
+        self.pra_threshold = pra_cfg.threshold
+        self.pra_max_passes = pra_cfg.max_passes
+        self.pra_kernel = pra_cfg.kernel
+        self.pra_compare = pra_cfg.compare
         if self.pra_kernel < 1 or self.pra_kernel % 2 == 0:
             raise ValueError(f"model.pra.kernel must be an odd size >= 1, got {self.pra_kernel}")
 
         self.generator = build_generator(
-            str(gen_cfg["variant"]), int(gen_cfg["blocks"]), init_std=float(gen_cfg["init_std"])
+            gen_cfg.variant, gen_cfg.blocks, init_std=gen_cfg.init_std
         )
-        self.generator_variant = str(gen_cfg["variant"])
+        self.generator_variant = gen_cfg.variant
         self.size_multiple = int(getattr(self.generator, "size_multiple", 16))
         self.uses_discriminator = self.loss_weights["adv"] > 0 or self.loss_weights["fm"] > 0
         self.trains_discriminator = self.uses_discriminator
-        self.discriminator = PatchDiscriminator(3, init_std=float(gen_cfg["init_std"]))
-        if loss_cfg["gan"] not in ISNET_GANS:
-            raise ValueError(f"model.loss.gan={loss_cfg['gan']!r}: ISNet uses one of {', '.join(ISNET_GANS)}")
-        self.adversarial = AdversarialLoss(str(loss_cfg["gan"]))
-        self._real_feats: list[Tensor] | None = None
-        self.vgg_weights = str(loss_cfg["vgg"])
+        self.discriminator = PatchDiscriminator(3, init_std=gen_cfg.init_std)
+        if loss_cfg.gan not in ISNET_GANS:
+            raise ValueError(f"model.loss.gan={loss_cfg.gan!r}: ISNet uses one of {', '.join(ISNET_GANS)}")
+        self.adversarial = AdversarialLoss(loss_cfg.gan)
+        self.vgg_weights = loss_cfg.vgg
         self._vgg: list[VGGLoss] = []  # built on first use, kept out of the state dict (frozen, not trained)
         # last PRA call: extra passes per image (for logs and tests)
         self.last_pra_passes: Tensor | None = None
         if official_weights:
             self.load_official(official_weights)
-        self.attach_ema()
+        # (with model.gan.ema the mechanism copies the generator, official weights included, after __init__)
 
     # ----------------------------------------------------------------------------------- pretrained weights
     @property
     def has_pretrained_weights(self) -> bool:
+        """The authors' released generator was loaded (``official_weights``)."""
         return self.official_weights is not None
 
     def load_official(self, path: str | Path) -> dict:
@@ -144,15 +176,14 @@ class ISNetModule(GANModule):
         """One generator pass on the masked image (holes zeroed; no mask channel, as in the paper)."""
         return self.eval_generator(self.masked_input(image, mask))
 
-    def inference_procedures(self) -> dict:
-        """``single``: one generator pass; ``pra``: the Progressive Reconstruction Algorithm."""
-        return {"single": self.inpaint_forward, "pra": self.progressive_inpaint}
+    def procedures(self) -> list[Procedure]:
+        """``single``: one generator pass; ``pra``: the Progressive Reconstruction Algorithm (the default with
+        ``model.pra.enabled``). The labels are the columns of the paper's Table 5."""
+        return [Procedure("single", self.inpaint_forward, label="ISNet"),
+                Procedure("pra", self.progressive_inpaint, label="ISNet+PRA")]
 
     def default_procedure(self) -> str:
         return "pra" if self.pra_enabled else "single"
-
-    def procedure_labels(self) -> dict[str, str]:
-        return {"single": "ISNet", "pra": "ISNet+PRA"}  # the columns of the paper's Table 5
 
     def default_compare(self) -> tuple[str, ...]:
         # Table 5: with PRA on, the single pass is scored next to it (<stage>/single/psnr, ...)
@@ -245,17 +276,16 @@ class ISNetModule(GANModule):
     def generate(self, batch: dict) -> Tensor:
         return self.generator(self.masked_input(batch["image"], batch["mask"]))
 
-    def discriminator_loss(self, batch: dict, fake: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def discriminator_loss(self, batch: dict, fake: Tensor) -> CriticLoss:
+        """D's loss; ``aux`` is D's features of the real batch (detached): the feature-matching targets of this
+        iteration's generator loss, taken from the same pre-update D."""
         real_logits, real_feats = self.discriminator(batch["image"])
         fake_logits, _ = self.discriminator(fake)
-        self._real_feats = [f.detach() for f in real_feats]  # the FM targets of this iteration's G loss
-        return self.adversarial.discriminator_loss(real_logits, fake_logits), {}
+        loss = self.adversarial.discriminator_loss(real_logits, fake_logits)
+        return CriticLoss(loss, {}, aux=[f.detach() for f in real_feats])
 
-    def generator_loss(self, batch: dict, fake: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        real_feats, self._real_feats = self._real_feats, None
-        return self.generator_losses(fake, batch["image"], batch["mask"], real_feats)
+    def generator_loss(self, batch: dict, fake: Tensor, aux: list[Tensor] | None = None
+                       ) -> tuple[Tensor, dict[str, Tensor]]:
+        """G's weighted terms; ``aux`` (the critic step's real features) are the feature-matching targets."""
+        return self.generator_losses(fake, batch["image"], batch["mask"], aux)
 
-    def configure_optimizers(self):
-        opt_g = torch.optim.Adam(self.generator.parameters(), lr=self.lr_g, betas=self.betas)
-        opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=self.lr_d, betas=self.betas)
-        return [opt_g, opt_d]

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from inpaint.checkpoints import CheckpointMismatchError
+from inpaint.errors import CheckpointMismatchError
 from inpaint.nets.isnet import GENERATOR_VARIANTS, build_generator
 from inpaint.nets.isnet_blocks import BLOCK_CHOICES
 

@@ -4,10 +4,13 @@ Follows ``specs/mganprior-pggan.md`` section 2.6 on the shared GAN mechanism (:m
 networks of :mod:`inpaint.nets.pggan`:
 
 * **Loss**: WGAN-GP with drift. ``L_D = D(fake) - D(real) + 10 * (||grad D(x_hat)|| - 1)^2 + drift * D(real)^2``
-  (means over the batch; the penalty is the mechanism's ``gan.gradient_penalty``), ``L_G = -D(fake)``.
+  (means over the batch), ``L_G = -D(fake)``: the ``wgan`` kind of :class:`~inpaint.losses.AdversarialLoss` with
+  its ``drift`` option, plus :func:`~inpaint.losses.gradient_penalty` weighted by the mechanism's
+  ``gan.gradient_penalty``.
 * **Steps**: one D step, then one G step, on every batch (``gan.update=alternating``, ``gan.n_critic=1``); the
-  EMA generator ``generator_ema`` (``gan.ema=0.999``) follows G after every G step. It is the network that is
-  sampled at validation and that GAN inversion (``model=mganprior``) loads.
+  EMA generator ``generator_ema`` (``gan.ema=0.999``, built by the mechanism) follows G after every G step. It is
+  the network that is sampled at validation (the mechanism's ``eval_generator``) and that GAN inversion
+  (``model=mganprior``) loads.
 * **Optimiser**: Adam lr 1e-3, betas (0, 0.99), eps 1e-8 for both nets. Both Adam states are cleared whenever
   the floor or the ceiling of the lod changes, as the official code does: at the start of every fade-in and at
   the start of every stabilise phase after the first. This is a hook (:meth:`PGGANModule.on_train_batch_start`),
@@ -30,8 +33,8 @@ This is a **prior**, not an inpainting model: ``forward`` / ``inpaint`` raise an
 images with a sliced Wasserstein distance (:func:`sliced_wasserstein`), logged as ``val/swd`` and ``test/swd``.
 The samples are nearest-upsampled to the full resolution and compared with the full-resolution real images, so
 values are comparable over the whole run: a generator at a lower lod scores worse for the detail it lacks, and
-``val/swd`` (mode min) can be the checkpoint monitor from the first phase on (a ``ModelCheckpoint`` left at the
-default ``val/psnr`` is switched to it, :meth:`PGGANModule.configure_callbacks`). At every validation a grid of EMA
+``val/swd`` (mode min) can be the checkpoint monitor from the first phase on: the module declares it
+(:attr:`PGGANModule.checkpoint_monitor`) and the run's ``monitor: model`` checkpoint follows. At every validation a grid of EMA
 samples, made from z seeded by the run seed, goes to ``grids/`` and to the loggers (:meth:`PGGANModule.sample_grid`,
 used by :class:`~inpaint.callbacks.ImageGrids`).
 
@@ -51,11 +54,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 from torch import Tensor
 
+from inpaint.losses import AdversarialLoss
 from inpaint.metrics import DEFAULT_BUCKETS
-from inpaint.models.gan import GANModule
+from inpaint.models.gan import CriticLoss, GANModule
 from inpaint.nets.pggan import PGGANDiscriminator, PGGANGenerator, real_images_at_lod
 
 log = logging.getLogger(__name__)
@@ -168,7 +171,7 @@ class PGGANModule(GANModule):
         discriminator: :class:`~inpaint.nets.pggan.PGGANDiscriminator` keywords besides the shared widths
             (``mbstd_group``; ``fmap_base`` / ``fmap_max`` default to the generator's).
         schedule: ``start_resolution``, ``stabilise_images``, ``fade_images`` (:class:`ProgressiveSchedule`).
-        lr, betas, eps: Adam, for both networks.
+        optimizer, optimizer_d: injected (the paper's Adam 1e-3, betas (0, 0.99), eps 1e-8, for both networks).
         drift: weight of ``D(real)^2`` in the D loss.
         swd: the validation metric: ``images`` (at most this many real images and as many samples),
             ``patch`` (side), ``patches_per_image``, ``projections``.
@@ -176,22 +179,26 @@ class PGGANModule(GANModule):
             images by generator iteration).
     """
 
+    #: a prior logs no val/psnr: the best checkpoint is the one with the lowest SWD of its samples
+    checkpoint_monitor = ("val/swd", "min")
+
     def __init__(
         self,
         generator: Mapping[str, Any] | None = None,
         discriminator: Mapping[str, Any] | None = None,
         schedule: Mapping[str, Any] | None = None,
-        lr: float = 1e-3,
-        betas: Sequence[float] = (0.0, 0.99),
-        eps: float = 1e-8,
         drift: float = 1e-3,
         swd: Mapping[str, Any] | None = None,
         gan: Mapping[str, Any] | None = None,
         buckets: Sequence[Sequence[float]] = DEFAULT_BUCKETS,
         nan_check_every: int = 1,
+        optimizer: Any = None,
+        optimizer_d: Any = None,
+        scheduler: Any = None,
     ) -> None:
         gan_cfg = {"update": "alternating", "n_critic": 1, "gradient_penalty": 10.0, "ema": 0.999, **(gan or {})}
-        super().__init__(gan=gan_cfg, buckets=buckets, nan_check_every=nan_check_every)
+        super().__init__(gan=gan_cfg, buckets=buckets, nan_check_every=nan_check_every, optimizer=optimizer,
+                         optimizer_d=optimizer_d, scheduler=scheduler)
         self.save_hyperparameters()
         if self.schedule.n_critic != 1 or self.schedule.warmup_steps or self.update != "alternating":
             raise ValueError("model=pggan trains one D step then one G step per batch: model.gan.n_critic=1, "
@@ -207,18 +214,17 @@ class PGGANModule(GANModule):
         # the complete constructor keywords, so PGGANGenerator(**hyper_parameters["generator"]) rebuilds it
         self.hparams["generator"] = dict(g_cfg)
         self.progression = ProgressiveSchedule(g_cfg["resolution"], **{k: int(v) for k, v in (schedule or {}).items()})
-        self.lr, self.betas, self.eps = float(lr), tuple(float(b) for b in betas), float(eps)
         self.drift = float(drift)
+        self.adversarial = AdversarialLoss("wgan", drift=self.drift)
         self.swd_cfg = {"images": 256, "patch": 7, "patches_per_image": 16, "projections": 256, **(swd or {})}
-        self.attach_ema()
         #: real images per generator iteration (batch x world size), known from the first training batch
         self.images_per_step: int | None = None
         self._eval_real: list[Tensor] = []
         self.set_lod(float(self.progression.initial_lod))
 
     # ------------------------------------------------------------------------------------ the prior
-    def inference_procedures(self) -> dict:
-        return {}  # a prior: nothing to inpaint with (the report says so; model=mganprior inverts it)
+    def procedures(self) -> list:
+        return []  # a prior: nothing to inpaint with (the report says so; model=mganprior inverts it)
 
     def forward(self, image: Tensor, mask: Tensor) -> Tensor:
         """Refused: a prior does not inpaint (a ``ValueError``, so the command line reports it plainly)."""
@@ -234,7 +240,7 @@ class PGGANModule(GANModule):
 
     def set_lod(self, lod: float) -> None:
         """Set the level of detail of G, D and the EMA generator."""
-        for net in (self.generator, self.discriminator, getattr(self, "generator_ema", None)):
+        for net in (self.generator, self.discriminator, self.generator_ema):
             if net is not None:
                 net.set_lod(lod)
 
@@ -268,21 +274,19 @@ class PGGANModule(GANModule):
         """Real images in [-1, 1] at the current lod (pooled and blended like G's output), and the fake."""
         return real_images_at_lod(_to_model_range(batch["image"]), self.lod), fake
 
-    def discriminator_loss(self, batch: dict, fake: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def discriminator_loss(self, batch: dict, fake: Tensor) -> CriticLoss:
+        """WGAN with drift (:class:`~inpaint.losses.AdversarialLoss` ``wgan``); the mechanism adds the penalty."""
         real, fake = self.critic_inputs(batch, fake)
         d_real = self.discriminator(real)
         d_fake = self.discriminator(fake)
-        drift = d_real.square().mean()
-        loss = d_fake.mean() - d_real.mean() + self.drift * drift
-        return loss, {"d_real": d_real.detach().mean(), "d_fake": d_fake.detach().mean(), "drift": drift.detach(),
-                      "lod": torch.tensor(self.lod, device=d_real.device)}
+        loss = self.adversarial.discriminator_loss(d_real, d_fake)
+        d_real = d_real.detach()
+        return CriticLoss(loss, {"d_real": d_real.mean(), "d_fake": d_fake.detach().mean(),
+                                 "drift": self.adversarial.drift_term(d_real),
+                                 "lod": torch.tensor(self.lod, device=d_real.device)})
 
-    def generator_loss(self, batch: dict, fake: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        return -self.discriminator(fake).mean(), {}
-
-    def configure_optimizers(self):
-        return [torch.optim.Adam(net.parameters(), lr=self.lr, betas=self.betas, eps=self.eps)
-                for net in (self.generator, self.discriminator)]
+    def generator_loss(self, batch: dict, fake: Tensor, aux: Any = None) -> tuple[Tensor, dict[str, Tensor]]:
+        return self.adversarial.generator_loss(self.discriminator(fake)), {}
 
     # ------------------------------------------------------------------------------------ sampling
     def fixed_latents(self, n: int, offset: int = 0) -> Tensor:
@@ -294,10 +298,9 @@ class PGGANModule(GANModule):
 
     @torch.no_grad()
     def sample(self, z: Tensor, full_resolution: bool = True) -> Tensor:
-        """EMA-generator images in [0, 1] at the current lod, nearest-upsampled to the full resolution."""
-        net = getattr(self, "generator_ema", None)
-        net = self.generator if net is None else net
-        img = _to_image_range(net(z).float())
+        """Images of the evaluation generator (:attr:`eval_generator`: the EMA copy with ``gan.ema``) in [0, 1]
+        at the current lod, nearest-upsampled to the full resolution."""
+        img = _to_image_range(self.eval_generator(z).float())
         if full_resolution and img.shape[-1] != self.generator.resolution:
             img = F.interpolate(img, size=self.generator.resolution, mode="nearest")
         return img
@@ -360,26 +363,6 @@ class PGGANModule(GANModule):
         self.test_results = self._finish_prior_eval("test")
 
     # ------------------------------------------------------------------------------------ checkpoints
-    def configure_callbacks(self) -> list[Checkpoint]:
-        """A best-checkpoint callback that monitors ``val/psnr`` (the framework's default, which a prior never
-        logs) is replaced by the same one monitoring ``val/swd``, mode min; any other monitor is kept.
-
-        Lightning appends the callbacks returned here after the trainer's own, so with a replacement every
-        checkpoint callback is returned, in its order: ``last.ckpt`` (:class:`~inpaint.callbacks.LastCheckpoint`)
-        is still written after the best checkpoint's state is updated."""
-        callbacks = list(self.trainer.checkpoint_callbacks)
-        if not any(type(cb) is ModelCheckpoint and cb.monitor == "val/psnr" for cb in callbacks):
-            return []
-        log.info("model=pggan logs no val/psnr: the best checkpoint is the one with the lowest val/swd")
-        return [
-            ModelCheckpoint(
-                dirpath=cb.dirpath, filename=cb.filename, monitor="val/swd", mode="min", verbose=cb.verbose,
-                save_top_k=cb.save_top_k, save_last=cb.save_last, save_weights_only=cb.save_weights_only,
-                auto_insert_metric_name=cb.auto_insert_metric_name,
-            ) if type(cb) is ModelCheckpoint and cb.monitor == "val/psnr" else cb
-            for cb in callbacks
-        ]
-
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         super().on_save_checkpoint(checkpoint)
         checkpoint[SCHEDULE_KEY] = {"lod": self.lod, "images_per_step": int(self.images_per_step or 0),

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from inpaint.checkpoints import CheckpointMismatchError
+from inpaint.errors import CheckpointMismatchError
 from inpaint.nets.pggan import PGGANGenerator
 from inpaint.weights import REGISTRY, fetch
 

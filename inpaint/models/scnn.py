@@ -16,6 +16,7 @@ Follows ``specs/cifar-models-and-scnn.md`` Part B. Departures from (or readings 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -27,25 +28,24 @@ from inpaint.nets.scnn import SCNN
 
 
 class SCNNModule(InpaintModule):
-    """SC-NN as a LightningModule: MSE to the clean image, Adam, one forward pass at inference."""
+    """SC-NN as a LightningModule: MSE to the clean image, one forward pass at inference; the optimizer (the
+    paper's Adam 1e-3) is injected from ``model.optimizer``."""
 
     compile_targets = ("net",)
 
     def __init__(
         self,
-        lr: float = 1e-3,
-        betas: Sequence[float] = (0.9, 0.999),
         loss_region: str = "full",
         net: dict | None = None,
         buckets: Sequence[Sequence[float]] = DEFAULT_BUCKETS,
         nan_check_every: int = 1,
+        optimizer: Any = None,
+        scheduler: Any = None,
     ) -> None:
-        super().__init__(buckets=buckets, nan_check_every=nan_check_every)
+        super().__init__(buckets=buckets, nan_check_every=nan_check_every, optimizer=optimizer, scheduler=scheduler)
         if loss_region not in ("full", "hole"):
             raise ValueError(f"model.loss_region must be 'full' or 'hole', got {loss_region!r}")
         self.save_hyperparameters()
-        self.lr = float(lr)
-        self.betas = tuple(float(b) for b in betas)
         self.loss_region = loss_region
         net = dict(net or {})
         self.in_channels = int(net.get("in_channels", 3))
@@ -83,5 +83,3 @@ class SCNNModule(InpaintModule):
         self.log("val/mse_full", F.mse_loss(self.last_prediction.float(), batch["image"]), sync_dist=True)
         self.log("val/spike_rate", self.net.last_spike_rate, sync_dist=True)
 
-    def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.lr, betas=self.betas)
