@@ -6,7 +6,7 @@ TORCH_VERSION ?= 2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(TORCH_VERSION)
 
-.PHONY: demo test lint bench bench-data clean setup
+.PHONY: demo test test-fast lint bench bench-data clean setup
 
 setup: $(STAMP)
 
@@ -23,8 +23,14 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadgroup
 
+# the edit-loop lane (about a minute on 2 cores): everything not marked slow (CLI subprocesses, multirun, DDP,
+# and the few in-process tests that take seconds); `make test` runs everything
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -n 2 --dist loadgroup -m "not slow"
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check inpaint tests experiments
+	$(VENV)/bin/lint-imports --no-cache --no-logo  # the layers in pyproject.toml [tool.importlinter]
 
 bench: $(STAMP)
 	$(PY) experiments/bench.py
