@@ -252,12 +252,12 @@ def flops_per_image_iteration(model: MGANPriorModule, images: torch.Tensor, mask
     for name in PROCEDURES:
         totals = []
         for steps in (2, 4):
-            model.iterations = steps
+            model.configure_inference(iterations=steps)
             with FlopCount() as counter:
                 run(name, model, images[:n], masks[:n], n)
             totals.append(counter.total)
         counts[name] = (totals[1] - totals[0]) / 2 / n
-    model.iterations = budget
+    model.configure_inference(iterations=budget)
     return counts
 
 
@@ -265,7 +265,7 @@ def float64_check(model: MGANPriorModule, image: torch.Tensor, mask: torch.Tenso
     """Max abs difference of image 0's raw outputs, batched vs official (history off), in float64, after
     ``iterations`` steps."""
     m64 = copy.deepcopy(model).double()
-    m64.iterations = iterations
+    m64.configure_inference(iterations=iterations)
     img, msk = image.double(), mask.double()
     m64.invert(img, msk, torch.arange(1))
     official, _ = official_invert(m64, img, msk, 0, history=False)
@@ -335,10 +335,10 @@ def main(argv: list[str] | None = None) -> dict:
         return results
 
     budget = model.iterations
-    model.iterations = min(2, budget)  # warm-up: one-time costs (VGG build, kernels) out of the timings
+    model.configure_inference(iterations=min(2, budget))  # warm-up: one-time costs (VGG build, kernels) out of the timings
     for name in PROCEDURES:
         run(name, model, images[:1], masks[:1], 1)
-    model.iterations = budget
+    model.configure_inference(iterations=budget)
 
     seconds: dict[str, list[float]] = {name: [] for name in PROCEDURES}
     rerender: list[float] = []

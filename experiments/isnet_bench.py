@@ -38,6 +38,7 @@ from bench import sync, time_lightning  # noqa: E402
 
 from inpaint.data.masks import FreeFormMask  # noqa: E402
 from inpaint.models.isnet import ISNetModule  # noqa: E402
+from inpaint.models.optimizers import recipe  # noqa: E402
 
 CASES = ("single", "pra", "train_no_vgg", "train")
 AUTOCAST = {"16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}
@@ -70,7 +71,8 @@ def run_case(case: str, args) -> dict:
         weights = {"l1": 1.0, "adv": 3.0, "perc": 1.0, "style": 3.0, "fm": 0.0}
         if case == "train_no_vgg":
             weights.update(perc=0.0, style=0.0)
-        model = ISNetModule(generator={"blocks": args.blocks}, loss={"vgg": "random", "weights": weights})
+        model = ISNetModule(generator={"blocks": args.blocks}, loss={"vgg": "random", "weights": weights},
+                            **recipe("isnet"))
         n = args.warmup + args.steps
         batches = [
             {"image": images(args.batch, args.size, s), "mask": hole_masks(args.batch, args.size, args.masks, s)}

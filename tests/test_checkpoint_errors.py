@@ -94,6 +94,7 @@ def test_predict_with_junk_ckpt_path(tmp_path):
         load_model(ckpt_path=str(text))
 
 
+@pytest.mark.slow
 def test_predict_cli_reports_a_junk_checkpoint_in_one_line(tmp_path):
     rand = _junk_files(tmp_path)[0]
     proc = run_cli("inpaint.predict", f"ckpt_path={rand}", f"input={tmp_path}", f"mask={rand}",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from conftest import TINY_SCNN, run_cli, write_photos
 
 
@@ -18,11 +19,12 @@ def _run_with_a_corrupt_photo(tmp_path: Path, *extra: str):
         "inpaint.run", "data=folder", f"data.root={photos}", *extra, "data.image_size=32",
         "data.resize_short=64", "data.batch_size=4", "data.train_samples_per_epoch=8", "data.eval_crops_per_image=2",
         "data.num_workers=2", "trainer.max_steps=6", "trainer.val_check_interval=2", "logger=none",
-        "+trainer.enable_progress_bar=false", *TINY_SCNN, cwd=tmp_path, timeout=400,
+        "+trainer.enable_progress_bar=false", *TINY_SCNN, cwd=tmp_path,
     )
     return proc, bad
 
 
+@pytest.mark.slow
 def test_a_corrupt_file_read_by_a_worker_is_one_message(tmp_path):
     proc, bad = _run_with_a_corrupt_photo(tmp_path)
     assert proc.returncode == 1
@@ -31,6 +33,7 @@ def test_a_corrupt_file_read_by_a_worker_is_one_message(tmp_path):
     assert len(message) == 1 and str(bad) in message[0] and "data.on_corrupt=skip" in message[0]
 
 
+@pytest.mark.slow
 def test_each_skipped_file_is_reported_once_with_two_workers(tmp_path):
     proc, bad = _run_with_a_corrupt_photo(tmp_path, "data.on_corrupt=skip")
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -12,6 +12,7 @@ from inpaint.run import run
 
 
 @pytest.mark.parametrize("name", DATASETS)
+@pytest.mark.slow
 def test_dataset_trains_with_nvidia_masks(name, make_cfg, tmp_path):
     over = write_dataset(name, tmp_path / name)
     masks = write_masks(tmp_path / "masks")

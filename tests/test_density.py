@@ -12,11 +12,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import photo_like, run_cli, tiny, write_dataset
+from lightning.pytorch.callbacks import ModelCheckpoint
 from PIL import Image
 
 from inpaint.models.density import ARCHITECTURES, DensityModule
 from inpaint.nets.autoregressive import naive_fill, quantize
-from inpaint.run import run
+from inpaint.run import build_model, build_trainer, run
 
 #: small nets: every model trains and fills a 32x32 CIFAR fixture in seconds on one core
 TINY_NETS = {
@@ -51,6 +52,7 @@ def photos(n: int = 4, h: int = 12, w: int = 10) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------------- training runs
 @pytest.mark.parametrize("model", list(TINY_NETS))
+@pytest.mark.slow
 def test_each_model_trains_and_is_evaluated_through_run(model, cifar, make_cfg, tmp_path):
     cfg = make_cfg(*tiny("density"), f"experiment={model}_cifar", *cifar, *net_overrides(model), "logger=none",
                    "trainer.max_steps=2", "trainer.val_check_interval=2", "trainer.limit_val_batches=null",
@@ -73,7 +75,10 @@ def test_experiments_compose_with_the_spec_schedules(make_cfg):
         assert cfg.model.net.arch == model and cfg.mask.size == 8
         assert (cfg.data.batch_size, cfg.trainer.max_steps) == (batch, steps)
         assert cfg.trainer.get("gradient_clip_algorithm") == clip
-        assert cfg.callbacks.model_checkpoint.monitor == "val/nll_bpd" and cfg.callbacks.model_checkpoint.mode == "min"
+        # the best checkpoint follows the density model's declaration, with no callbacks override in the config
+        assert cfg.callbacks.model_checkpoint.monitor == "model"
+        (best,) = [c for c in build_trainer(cfg, build_model(cfg)).callbacks if type(c) is ModelCheckpoint]
+        assert (best.monitor, best.mode) == ("val/nll_bpd", "min")
     assert make_cfg("model=row_lstm").model.net.hidden == 96
 
 
@@ -87,6 +92,7 @@ def test_default_sizes_have_the_documented_parameter_counts(make_cfg):
         assert sum(p.numel() for p in DensityModule(net=net).net.parameters()) == count, model
 
 
+@pytest.mark.slow
 def test_cli_test_with_sample_decoding_is_reproducible_per_seed(cifar, tmp_path):
     """``task=test`` of a trained checkpoint with ``eval.procedure=sample``: the same seed gives the same
     numbers, another seed other fills; the log reports the fill time per image."""
@@ -113,6 +119,7 @@ def test_cli_test_with_sample_decoding_is_reproducible_per_seed(cifar, tmp_path)
     assert "s per image" in (tmp_path / "a" / "run.log").read_text()
 
 
+@pytest.mark.slow
 def test_predict_fills_a_photo_with_a_non_centre_mask(cifar, make_cfg, tmp_path):
     cfg = make_cfg(*tiny("density"), "model=row_lstm", *cifar, *net_overrides("row_lstm"), "logger=none",
                    "eval.grid_samples=0", "test_after_fit=false")
@@ -138,6 +145,7 @@ def test_predict_fills_a_photo_with_a_non_centre_mask(cifar, make_cfg, tmp_path)
     assert " s)" in log  # the per-image time
 
 
+@pytest.mark.slow
 def test_predict_refuses_an_option_the_model_does_not_have(cifar, make_cfg, tmp_path):
     cfg = make_cfg(*tiny("density"), "model=pixelcnn", *cifar, *net_overrides("pixelcnn"), "logger=none",
                    "eval.grid_samples=0", "test_after_fit=false", "trainer.max_steps=1")

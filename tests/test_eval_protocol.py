@@ -109,6 +109,7 @@ def test_prepare_reports_sample_and_folder_data(tmp_path, capsys):
     assert prepare_main(["--help"]) == 0 and "python -m inpaint.prepare" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_prepare_cli_errors_are_one_message(tmp_path):
     proc = run_cli("inpaint.prepare", f"data.root={tmp_path}", "data=folder", cwd=tmp_path)
     assert proc.returncode == 1 and "error:" in proc.stderr and "Traceback" not in proc.stderr

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import run_cli, tiny
+from conftest import HANG_GUARD_S, run_cli, tiny
 from torch.utils.data import Dataset
 
 from inpaint.callbacks import LastCheckpoint, rng_states, set_rng_states
@@ -234,12 +234,13 @@ def without_timings(path: Path) -> list[dict]:
     return [{k: v for k, v in row.items() if "seconds" not in k} for row in csv.DictReader(open(path))]
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_matches_the_uninterrupted_run(tmp_path):
     whole = _launch(tmp_path / "whole", tmp_path)
-    assert whole.wait(timeout=300) == 0, whole.stderr.read()[-3000:]
+    assert whole.wait(timeout=HANG_GUARD_S) == 0, whole.stderr.read()[-3000:]
     killed = _launch(tmp_path / "killed", tmp_path)
     last = tmp_path / "killed" / "checkpoints" / "last.ckpt"
-    deadline = time.monotonic() + 240
+    deadline = time.monotonic() + HANG_GUARD_S
     while not last.exists() and killed.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
     # the loggers receive a step's metrics just after the checkpoint of that step; LastCheckpoint flushes
@@ -251,7 +252,7 @@ def test_sigkill_then_resume_matches_the_uninterrupted_run(tmp_path):
     ):
         time.sleep(0.005)
     killed.send_signal(signal.SIGKILL)
-    assert killed.wait(timeout=60) == -signal.SIGKILL
+    assert killed.wait(timeout=HANG_GUARD_S) == -signal.SIGKILL
     saved_step = _state(last)["global_step"]
     assert 3 <= saved_step < 24  # killed after the first periodic checkpoint, before the end
 

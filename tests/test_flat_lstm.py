@@ -115,6 +115,7 @@ def test_cached_steps_give_the_teacher_forced_logits(variant):
 
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("mode", ["argmax", "sample", "mean"])
+@pytest.mark.slow
 def test_fast_fill_equals_naive_fill(variant, mode):
     net = make_net(**VARIANTS[variant])
     x, hole = random_images(4, 6, 7), mixed_holes()

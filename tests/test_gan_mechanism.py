@@ -1,5 +1,7 @@
 """The shared GAN mechanism (inpaint/models/gan.py) on a small GAN: the schedule, global_step, clipping,
-AMP's multi-optimizer recipe, resume mid-cycle, gradient penalty, EMA, optimizer resets, label noise."""
+AMP's multi-optimizer recipe, resume mid-cycle, gradient penalty, EMA, optimizer resets, label noise, and the
+subclass contract (networks checked and the EMA copy built after ``__init__``, one evaluation generator, the
+critic step's ``aux`` handed to the generator loss)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from inpaint.losses import AdversarialLoss
-from inpaint.models.gan import CriticSchedule, GANModule
+from inpaint.models.base import compose
+from inpaint.models.gan import CriticLoss, CriticSchedule, GANModule
 
 
 class TinyGAN(GANModule):
@@ -24,7 +27,6 @@ class TinyGAN(GANModule):
         self.discriminator = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2), nn.Flatten(), nn.LazyLinear(1))
         self.discriminator(torch.zeros(1, 3, 8, 8))  # materialise the lazy layer
         self.adversarial = AdversarialLoss(kind)
-        self.attach_ema()
         self.events: list[str] = []
 
     def forward(self, image, mask):
@@ -34,9 +36,10 @@ class TinyGAN(GANModule):
         return self.generator(self.masked_input(batch["image"], batch["mask"]))
 
     def discriminator_loss(self, batch, fake):
-        return self.adversarial.discriminator_loss(self.discriminator(batch["image"]), self.discriminator(fake)), {}
+        return CriticLoss(self.adversarial.discriminator_loss(self.discriminator(batch["image"]),
+                                                              self.discriminator(fake)), {})
 
-    def generator_loss(self, batch, fake):
+    def generator_loss(self, batch, fake, aux=None):
         return F.mse_loss(fake, batch["image"]) + 0.1 * self.adversarial.generator_loss(self.discriminator(fake)), {}
 
     def after_discriminator_step(self):
@@ -154,6 +157,117 @@ def test_ema_generator_follows_the_generator(tmp_path):
     assert "generator_ema.weight" in model.state_dict()
     model.eval()
     assert model.eval_generator is model.generator_ema
+
+
+def test_the_mechanism_builds_the_ema_copy_after_the_whole_init(tmp_path):
+    class Changed(TinyGAN):  # changes G after GANModule's and TinyGAN's __init__: the copy is of the final G
+        def __init__(self, **gan):
+            super().__init__(**gan)
+            with torch.no_grad():
+                self.generator.weight.fill_(0.5)
+
+    model = Changed(ema=0.9)
+    assert not hasattr(GANModule, "attach_ema")  # nothing for a subclass to call (or to forget)
+    assert "generator_ema.weight" in model.state_dict()  # from construction on, so in every checkpoint
+    assert torch.equal(model.generator_ema.weight, model.generator.weight)
+    assert model.generator_ema.weight.data_ptr() != model.generator.weight.data_ptr()
+    assert not any(p.requires_grad for p in model.generator_ema.parameters())
+    assert all(p.requires_grad for p in model.generator.parameters())
+    plain = TinyGAN()
+    assert plain.generator_ema is None and plain.eval_generator is plain.generator
+    assert not any(k.startswith("generator_ema.") for k in plain.state_dict())
+
+
+def test_a_subclass_without_its_networks_is_refused():
+    class NoCritic(GANModule):
+        def __init__(self):
+            super().__init__()
+            self.generator = nn.Conv2d(3, 3, 1)
+
+    with pytest.raises(TypeError, match="must create self.discriminator"):
+        NoCritic()
+
+
+def test_save_hyperparameters_still_reads_the_constructor():
+    class Saved(TinyGAN):
+        def __init__(self, width: int = 3, **gan):
+            super().__init__(**gan)
+            self.save_hyperparameters()
+
+    assert dict(Saved(width=5, ema=0.5).hparams) == {"width": 5, "ema": 0.5}
+
+
+def test_evaluation_runs_the_ema_copy_in_either_mode(tmp_path):
+    model = TinyGAN(ema=0.5)
+    fit(model, max_steps=2, tmp_path=tmp_path)
+    batch = batches(1, seed=3)[0]
+    image, mask = batch["image"], batch["mask"]
+    x = model.masked_input(image, mask)
+    with torch.no_grad():
+        ema, raw = model.generator_ema(x), model.generator(x)
+        assert not torch.allclose(ema, raw)
+        for mode in (True, False):
+            model.train(mode)
+            assert model.eval_generator is model.generator_ema
+            torch.testing.assert_close(model(image, mask), ema, rtol=0, atol=0)
+        torch.testing.assert_close(model.inpaint(image, mask), compose(ema.clamp(0, 1), image, mask), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("gan", [{"n_critic": 2}, {"update": "simultaneous"}])
+def test_the_critic_steps_aux_reaches_the_same_iterations_generator_loss(gan, tmp_path):
+    handed, received = [], []
+
+    class WithAux(TinyGAN):
+        def discriminator_loss(self, batch, fake):
+            aux = {"image": batch["image"]}
+            handed.append(aux)
+            return super().discriminator_loss(batch, fake)._replace(aux=aux)
+
+        def generator_loss(self, batch, fake, aux=None):
+            received.append(aux)
+            assert aux is None or aux["image"] is batch["image"]  # this training step's own critic step
+            return super().generator_loss(batch, fake, aux)
+
+    model = WithAux(**gan)
+    fit(model, max_steps=3, tmp_path=tmp_path)
+    n = gan.get("n_critic", 1)
+    assert len(handed) == 3 * n and len(received) == 3
+    assert all(r is handed[(i + 1) * n - 1] for i, r in enumerate(received))  # by identity: nothing rebuilt
+    # the mechanism keeps nothing of it on the module
+    assert not any(v is a for v in vars(model).values() for a in handed)
+    # without a critic step (the losses use no D) the generator loss gets no aux
+    received.clear()
+    solo = WithAux()
+    solo.trains_discriminator = False
+    fit(solo, max_steps=1, tmp_path=tmp_path)
+    assert received == [None]
+
+
+def test_a_discriminator_loss_that_is_not_a_critic_loss_is_refused(tmp_path):
+    class OldStyle(TinyGAN):
+        def discriminator_loss(self, batch, fake):
+            return tuple(super().discriminator_loss(batch, fake))[:2]
+
+    with pytest.raises(TypeError, match=r"CriticLoss\(loss, logs, aux\)"):
+        fit(OldStyle(), max_steps=1, tmp_path=tmp_path)
+
+
+def test_weights_without_an_ema_copy_restart_it_from_the_loaded_generator():
+    model = TinyGAN(ema=0.9)
+    source = TinyGAN()  # no EMA: its state holds no generator_ema entries (e.g. init_from an L2 model)
+    with torch.no_grad():
+        source.generator.weight.add_(1.0)
+    result = model.load_state_dict(source.state_dict(), strict=False)
+    assert result.missing_keys and all(k.startswith("generator_ema.") for k in result.missing_keys)
+    assert torch.equal(model.generator_ema.weight, source.generator.weight)
+    assert not model.generator_ema.weight.requires_grad
+    # a state with its own EMA copy (a checkpoint of an EMA run) keeps it
+    other = TinyGAN(ema=0.9)
+    with torch.no_grad():
+        other.generator_ema.weight.mul_(3.0)
+    model.load_state_dict(other.state_dict())
+    assert torch.equal(model.generator_ema.weight, other.generator_ema.weight)
+    assert not torch.equal(model.generator_ema.weight, model.generator.weight)
 
 
 def test_optimizer_states_reset_at_the_configured_iteration(tmp_path):

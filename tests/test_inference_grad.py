@@ -4,39 +4,42 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from conftest import tiny
 
-from inpaint.models.base import InpaintModule, compose
+from inpaint.models.base import InpaintModule, Procedure, compose
 from inpaint.predict import inpaint_file
 from inpaint.run import run
 
 CALLS: list[bool] = []
 
 
+@dataclass(frozen=True)
+class Budget:
+    steps: int = 5
+
+
 class GradientFill(InpaintModule):
     """Fills each hole by gradient steps pulling a free fill towards the mean known colour: an inference procedure
-    that needs autograd (and fails without it), with a step budget (``steps``, an inference option)."""
+    that needs autograd (and fails without it), with a step budget (``steps``, an inference option). It declares
+    both through the procedure registry and nothing else."""
 
     trainable = False
-    inference_needs_grad = True
+    InferenceOptions = Budget
 
     def __init__(self, steps: int = 5, buckets=((0.0, 1.0),)) -> None:
         super().__init__(buckets=buckets, nan_check_every=0)
-        self.steps = steps
+        self.inference_opts = Budget(steps)
 
-    def inference_procedures(self) -> dict:
-        return {"descend": self.descend}
+    @property
+    def steps(self) -> int:
+        return self.inference_opts.steps
 
-    def inference_options(self) -> tuple[str, ...]:
-        return ("steps",)
-
-    def configure_inference(self, procedure=None, compare=None, steps: int | None = None, **options) -> None:
-        super().configure_inference(procedure=procedure, compare=compare, **options)
-        if steps is not None:
-            self.steps = int(steps)
+    def procedures(self) -> list[Procedure]:
+        return [Procedure("descend", self.descend, needs_grad=True)]
 
     def forward(self, image, mask):
         return self.descend(image, mask)

@@ -16,6 +16,7 @@ from scipy.ndimage import grey_dilation
 from torch.utils.data import DataLoader
 
 from inpaint.models.isnet import ISNetModule
+from inpaint.models.optimizers import recipe
 from inpaint.run import build_model, run
 
 # blocks=1 is the smallest full ISNet (19.9 M parameters); 32x32 crops keep a step well under a second
@@ -24,7 +25,7 @@ ISNET = [*tiny("isnet"), "model=isnet", "logger=none"]
 
 def small_isnet(**kw) -> ISNetModule:
     torch.manual_seed(0)
-    base = {"generator": {"blocks": 1}, "loss": {"vgg": "random"}}
+    base = {"generator": {"blocks": 1}, "loss": {"vgg": "random"}, **recipe("isnet")}
     base.update(kw)
     return ISNetModule(**base)
 
@@ -43,8 +44,8 @@ def batch(n=2, size=32, holes=(0.45, 0.15), seed=0):
 def test_model_configs_compose_to_the_papers_objectives(make_cfg):
     eq5 = make_cfg("model=isnet").model
     assert dict(eq5.loss.weights) == {"l1": 1.0, "adv": 3.0, "perc": 1.0, "style": 3.0, "fm": 0.0}
-    assert eq5.loss.gan == "hinge" and list(eq5.optim.betas) == [0.0, 0.9]
-    assert (eq5.optim.lr_g, eq5.optim.lr_d) == (1e-4, 1e-5)
+    assert eq5.loss.gan == "hinge" and list(eq5.optimizer.betas) == list(eq5.optimizer_d.betas) == [0.0, 0.9]
+    assert (eq5.optimizer._target_, eq5.optimizer.lr, eq5.optimizer_d.lr) == ("torch.optim.Adam", 1e-4, 1e-5)
     eq4 = make_cfg("model=isnet_eq4").model
     assert dict(eq4.loss.weights) == {"l1": 1.0, "adv": 0.1, "perc": 0.1, "style": 250.0, "fm": 10.0}
     assert eq4.generator.variant == "isnet" and eq4.pra.kernel == 15
@@ -198,6 +199,30 @@ def test_pra_with_the_real_generator_matches_the_reference():
     torch.testing.assert_close(composite, want, atol=1e-5, rtol=1e-5)
 
 
+def test_evaluation_and_pra_run_the_ema_generator(tmp_path):
+    adam = {"_target_": "torch.optim.Adam", "lr": 1e-2, "betas": [0.0, 0.9]}  # a visible step
+    weights = {"l1": 1.0, "adv": 1.0, "perc": 0.0, "style": 0.0, "fm": 1.0}
+    model = small_isnet(generator={"blocks": 1, "init_std": 0.02}, pra={"enabled": True}, gan={"ema": 0.5},
+                        optimizer=adam, loss={"vgg": "random", "weights": weights})
+    image, mask = batch(n=1, size=64, holes=(0.45,))
+    L.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False, default_root_dir=tmp_path,
+              ).fit(model, train_dataloaders=DataLoader([{"image": image, "mask": mask}], batch_size=None))
+    model.eval()
+    assert model.eval_generator is model.generator_ema
+    x = model.masked_input(image, mask)
+    with torch.no_grad():
+        ema, raw = model.generator_ema(x), model.generator(x)
+        assert torch.equal(model(image, mask), ema) and not torch.allclose(ema, raw, atol=1e-4)
+        composite = model.inpaint(image, mask)  # PRA: every pass by the EMA copy
+    on_ema = copy.deepcopy(model)
+    on_ema.generator = on_ema.generator_ema
+    want, n = _pra_reference(on_ema, image, mask)
+    assert model.last_pra_passes.tolist() == [n] and n >= 2
+    torch.testing.assert_close(composite, want, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(composite, _pra_reference(model, image, mask)[0], atol=1e-4)
+
+
 def test_pra_stops_after_max_passes():
     model = small_isnet(pra={"enabled": True, "max_passes": 3, "kernel": 3}).eval()
     image, mask = batch(n=1, size=32, holes=(0.9,))
@@ -206,6 +231,7 @@ def test_pra_stops_after_max_passes():
 
 
 # ----------------------------------------------------------------------------------- runs
+@pytest.mark.slow
 def test_fit_checkpoints_both_optimizers_and_resumes(make_cfg, tmp_path):
     out = tmp_path / "run"
     results = run(make_cfg(*ISNET, out=out))
@@ -220,6 +246,7 @@ def test_fit_checkpoints_both_optimizers_and_resumes(make_cfg, tmp_path):
     assert ckpt["global_step"] == 4
 
 
+@pytest.mark.slow
 def test_per_bucket_test_with_pra_prints_a_table5_side_by_side(make_cfg, tmp_path, capsys):
     masks = write_masks(tmp_path / "masks", n=24, size=64)
     out = tmp_path / "run"
@@ -249,6 +276,7 @@ def test_missing_vgg_weights_offline_is_one_clear_message(make_cfg, tmp_path, mo
     assert "vgg19-dcbb9e9d.pth" in msg and str(tmp_path / "hub") in msg and "model.loss.vgg=random" in msg
 
 
+@pytest.mark.slow
 def test_authors_weights_are_evaluated_and_used_by_predict(make_cfg, tmp_path):
     torch.manual_seed(0)
     source = ISNetModule(loss={"vgg": "random"})  # the released model's configuration: 4 blocks
@@ -280,7 +308,7 @@ def test_optuna_random_search_runs_two_trials_and_tables_them(tmp_path):
     proc = run_cli(
         "inpaint.run", "-m", "hparams_search=isnet_loss_weights", *ISNET, "hydra.sweeper.n_trials=2",
         "trainer.max_steps=1", "trainer.val_check_interval=1", "trainer.limit_test_batches=1",
-        "test_after_fit=true", f"hydra.sweep.dir={sweep}", cwd=tmp_path, timeout=600,
+        "test_after_fit=true", f"hydra.sweep.dir={sweep}", cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [json.loads(line) for line in (sweep / "trials.jsonl").read_text().splitlines()]
@@ -296,6 +324,7 @@ def test_optuna_random_search_runs_two_trials_and_tables_them(tmp_path):
     assert rows[0]["objective"] in objectives
 
 
+@pytest.mark.slow
 def test_amp_loss_scale_changes_only_after_both_networks_stepped(tmp_path):
     """16-mixed: D and G gradients come from one scaled backward, so the scale must not change between the
     two optimizer steps (one ``update`` per iteration, after both), as in PyTorch's multi-optimizer recipe."""
@@ -328,12 +357,12 @@ def test_amp_loss_scale_changes_only_after_both_networks_stepped(tmp_path):
 @pytest.mark.slow
 def test_ddp_cpu_trains_isnet_with_one_backward_per_step(tmp_path):
     proc = run_cli("inpaint.run", *ISNET, "trainer=ddp_cpu", "data.batch_size=2", "data.eval_crops_per_image=1",
-                   f"paths.log_dir={tmp_path}", cwd=tmp_path, timeout=600)
+                   f"paths.log_dir={tmp_path}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(next(tmp_path.glob("fit/runs/*/metrics.json")).read_text())
     assert math.isfinite(report["test"]["test/psnr"])
     proc = run_cli("inpaint.run", *ISNET, "trainer=ddp_cpu", "model.generator.variant=base",
-                   f"paths.log_dir={tmp_path / 'base'}", cwd=tmp_path, timeout=600)
+                   f"paths.log_dir={tmp_path / 'base'}", cwd=tmp_path)
     assert proc.returncode == 1 and "ddp_find_unused_parameters_true" in proc.stderr
 
 

@@ -41,6 +41,7 @@ def conv_groups(net: nn.Module) -> int:
         ("unet", 4, 24_403_715),
     ],
 )
+@pytest.mark.slow
 def test_generator_parameter_counts(variant, blocks, expected):
     net = build_generator(variant, blocks)
     assert n_params(net) == expected
@@ -67,6 +68,7 @@ def test_build_generator_classes_and_errors():
 
 
 @pytest.mark.parametrize("variant", GENERATOR_VARIANTS)
+@pytest.mark.slow
 def test_generator_shapes_and_range(variant):
     torch.manual_seed(0)
     net = build_generator(variant, blocks=1)
@@ -82,6 +84,7 @@ def test_generator_shapes_and_range(variant):
         assert y.shape == x.shape and y.min() >= 0 and y.max() <= 1
 
 
+@pytest.mark.slow
 def test_full_isnet_forward_at_256():
     torch.manual_seed(0)
     net = ISNetGenerator().eval()

@@ -14,6 +14,7 @@ from inpaint.nets.isnet_blocks import BLOCK_CHOICES
 
 
 @pytest.mark.parametrize("variant", GENERATOR_VARIANTS)
+@pytest.mark.slow
 def test_group_count_matches_the_generators(variant):
     """The loader's cheap candidate filter counts each generator's weighted modules right."""
     for blocks in BLOCK_CHOICES:
@@ -75,6 +76,7 @@ def source_net():
 
 
 @pytest.mark.parametrize(("old_sn_format", "first_stage"), [(False, 1), (True, 0)])
+@pytest.mark.slow
 def test_load_official_generator_round_trip(source_net, tmp_path, old_sn_format, first_stage):
     state = authors_state_dict(source_net, 1, old_sn_format, first_stage)
     assert f"stage{first_stage}.branches.0.0.conv_block.1.weight_orig" in state
@@ -123,6 +125,7 @@ def test_old_sn_format_conversion_matches_torch_hook():
     torch.testing.assert_close(sigma(ours), sigma(via_hook.weight_v), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_load_official_generator_wrong_blocks(tmp_path):
     torch.manual_seed(0)
     state = authors_state_dict(ISNetGenerator(blocks=2), 2, old_sn_format=False)

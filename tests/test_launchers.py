@@ -58,8 +58,8 @@ def test_slurm_preset_refuses_a_gpu_count_slurm_cannot_request(tmp_path):
 @pytest.mark.slow
 def test_submitit_local_runs_a_sweep(tmp_path):
     sweep = tmp_path / "sweep"
-    proc = run_cli("inpaint.run", "-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5",
-                   "seed=1,2", *TINY_TEST, f"hydra.sweep.dir={sweep}", cwd=tmp_path, timeout=300)
+    proc = run_cli("inpaint.run", "-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=60",
+                   "seed=1,2", *TINY_TEST, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     reports = [json.loads((sweep / j / "metrics.json").read_text()) for j in ("0", "1")]
     assert all(r["test"]["test/count"] > 0 for r in reports)

@@ -15,6 +15,7 @@ from inpaint.losses import (
     AdversarialLoss,
     VGGLoss,
     feature_matching_loss,
+    gradient_penalty,
     gram_matrix,
     hole_normalized_l1,
 )
@@ -99,6 +100,48 @@ def test_adversarial_gradients_reach_logits():
         d = LOGITS.clone().requires_grad_(True)
         AdversarialLoss(kind).generator_loss(d).backward()
         assert d.grad is not None and (d.grad != 0).any()
+
+
+def test_wgan_by_hand_with_and_without_drift():
+    real, fake = torch.tensor([1.0, -2.0, 4.0]), LOGITS
+    plain = AdversarialLoss("wgan")
+    assert plain.generator_loss(fake).item() == pytest.approx(-1.0 / 3.0)
+    assert plain.discriminator_loss(real, fake).item() == pytest.approx(1.0 / 3.0 - 1.0)
+    # Karras et al.'s drift: + drift * mean(D(real)^2) = 0.5 * (1 + 4 + 16) / 3; G's term is unchanged
+    drifting = AdversarialLoss("wgan", drift=0.5)
+    assert drifting.discriminator_loss(real, fake).item() == pytest.approx(1.0 / 3.0 - 1.0 + 0.5 * 7.0)
+    assert drifting.generator_loss(fake).item() == pytest.approx(-1.0 / 3.0)
+    assert drifting.drift_term(real).item() == pytest.approx(7.0)
+    r = real.clone().requires_grad_(True)
+    drifting.discriminator_loss(r, fake).backward()  # d/dr_i = -1/3 + 0.5 * 2 r_i / 3
+    torch.testing.assert_close(r.grad, -1.0 / 3.0 + real / 3.0)
+    with pytest.raises(ValueError, match="WGAN critic"):
+        AdversarialLoss("hinge", drift=1e-3)
+    with pytest.raises(ValueError, match=">= 0"):
+        AdversarialLoss("wgan", drift=-1.0)
+
+
+def test_gradient_penalty_against_autograd_by_hand():
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(12, 1, bias=False)
+    critic = torch.nn.Sequential(torch.nn.Flatten(), lin)
+    real, fake = torch.rand(4, 3, 2, 2), torch.rand(4, 3, 2, 2)
+    # a linear critic: the input gradient is the weight vector at every interpolate
+    torch.testing.assert_close(gradient_penalty(critic, real, fake), ((lin.weight.norm() - 1) ** 2).detach(),
+                               rtol=1e-5, atol=1e-6)
+    # a non-linear critic, per sample: x_hat = e * real + (1 - e) * fake with e ~ U(0, 1) from the torch RNG
+    square = lambda x: (x**2).flatten(1).sum(1)  # noqa: E731 - grad = 2 x_hat
+    torch.manual_seed(5)
+    got = gradient_penalty(square, real, fake)
+    torch.manual_seed(5)
+    e = torch.rand(4, 1, 1, 1)
+    x_hat = e * real + (1 - e) * fake
+    want = ((2 * x_hat).flatten(1).norm(dim=1) - 1).square().mean()
+    torch.testing.assert_close(got, want)
+    # its gradient reaches the critic's parameters (create_graph), not the detached inputs
+    r, f = real.clone().requires_grad_(True), fake.clone().requires_grad_(True)
+    gradient_penalty(critic, r, f).backward()
+    assert lin.weight.grad is not None and (lin.weight.grad != 0).any() and r.grad is None and f.grad is None
 
 
 # ----------------------------------------------------------------------------- feature matching, Gram

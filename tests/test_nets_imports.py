@@ -10,6 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+from conftest import HANG_GUARD_S
+
 import inpaint.nets
 
 NETS_DIR = Path(inpaint.nets.__file__).parent
@@ -49,6 +52,7 @@ def test_nets_source_names_no_lightning_side_module():
     assert {m: names for m, names in found.items() if names} == {}
 
 
+@pytest.mark.slow
 def test_nets_import_with_lightning_side_blocked():
     """In a fresh interpreter where importing any blocked module fails, every nets module imports (each in
     both orders relative to the others) and none of the blocked modules got loaded."""
@@ -69,7 +73,7 @@ print("ok")
 """
     for order in (NETS_MODULES, NETS_MODULES[::-1]):
         code = script.replace(repr(NETS_MODULES), repr(order), 1)
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=HANG_GUARD_S)
         assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
 
 

@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import math
 
+import lightning as L
 import pytest
 import torch
 from conftest import tiny, write_dataset
+from lightning.pytorch.callbacks import ModelCheckpoint
 from PIL import Image
+from torch.utils.data import DataLoader
 
+from inpaint.models.optimizers import recipe
 from inpaint.models.pggan import PGGANModule, ProgressiveSchedule, image_patches, sliced_wasserstein
 from inpaint.nets.pggan import PGGANGenerator, real_images_at_lod
-from inpaint.run import build_model, run
+from inpaint.run import build_model, build_trainer, run
 
 # 8x8 CIFAR crops, a 2-block net (4x4 and 8x8) 16 channels wide: lod 1 = 4x4, lod 0 = 8x8
 TINY_PGGAN = ["model=pggan", "model.generator.resolution=8", "model.generator.z_dim=16",
@@ -53,7 +57,8 @@ def test_lod_is_a_function_of_the_images_shown():
 # ------------------------------------------------------------------------------------- losses
 def tiny_module(**kw) -> PGGANModule:
     torch.manual_seed(0)
-    return PGGANModule(generator={"resolution": 8, "z_dim": 16, "fmap_base": 64, "fmap_max": 16}, **kw)
+    return PGGANModule(generator={"resolution": 8, "z_dim": 16, "fmap_base": 64, "fmap_max": 16},
+                       **{**recipe("pggan"), **kw})
 
 
 def test_discriminator_loss_is_wgan_gp_with_drift():
@@ -62,7 +67,10 @@ def test_discriminator_loss_is_wgan_gp_with_drift():
     image = torch.rand(4, 3, 8, 8)
     fake = torch.randn(4, 3, 8, 8)
     torch.manual_seed(3)
-    loss, logs = model._critic_loss({"image": image}, fake)
+    loss, logs, aux = model._critic_loss({"image": image}, fake)
+    assert aux is None
+    # every adversarial term comes from inpaint.losses: the wgan kind with its drift option
+    assert (model.adversarial.kind, model.adversarial.drift) == ("wgan", 0.5)
     # by hand: real in [-1, 1], blended at lod 0.25 toward its 4x4 version; D at lod 0.25
     D = model.discriminator
     x = image * 2 - 1
@@ -92,6 +100,23 @@ def test_optimizers_are_adam_0_099_and_the_prior_does_not_inpaint():
         model(torch.rand(1, 3, 8, 8), torch.zeros(1, 1, 8, 8))
     with pytest.raises(ValueError, match="n_critic=1"):
         tiny_module(gan={"n_critic": 2})
+
+
+def test_samples_come_from_the_ema_generator_after_a_training_step(tmp_path):
+    model = tiny_module(gan={"ema": 0.5})
+    g = torch.Generator().manual_seed(0)
+    data = [{"image": torch.rand(4, 3, 8, 8, generator=g), "mask": torch.zeros(4, 1, 8, 8)} for _ in range(4)]
+    L.Trainer(max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False, accelerator="cpu", default_root_dir=tmp_path,
+              ).fit(model, train_dataloaders=DataLoader(data, batch_size=None))
+    model.eval()
+    assert model.eval_generator is model.generator_ema and model.generator_ema.level_of_detail == model.lod
+    z = model.fixed_latents(4)
+    with torch.no_grad():
+        ema = ((model.generator_ema(z) + 1) * 0.5).clamp(0, 1)
+        raw = ((model.generator(z) + 1) * 0.5).clamp(0, 1)
+        got = model.sample(z, full_resolution=False)
+    assert torch.equal(got, ema) and not torch.allclose(got, raw)
 
 
 # ------------------------------------------------------------------------------------- SWD
@@ -198,5 +223,6 @@ def test_config_composes_to_the_paper_recipe(make_cfg):
     assert (model.gp_weight, model.ema_decay, model.drift) == (10.0, 0.999, 0.001)
     assert model.progression == ProgressiveSchedule(32, 4, 600_000, 600_000)
     exp = make_cfg("experiment=pggan_cifar", "data.root=/nowhere")
-    assert exp.callbacks.model_checkpoint.monitor == "val/swd" and exp.callbacks.model_checkpoint.mode == "min"
+    (best,) = [c for c in build_trainer(exp, build_model(exp)).callbacks if type(c) is ModelCheckpoint]
+    assert (best.monitor, best.mode) == ("val/swd", "min")  # declared by the prior, not set in the config
     assert exp.model.generator.resolution == exp.data.image_size == 32

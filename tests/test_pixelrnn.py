@@ -170,6 +170,7 @@ def assert_same_fill(net, x, hole, *args, **kwargs) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("kind", NETS)
+@pytest.mark.slow
 def test_fast_fill_equals_naive_fill(kind: str) -> None:
     net = make_net(kind)
     x, hole = images(4), masks()

@@ -74,6 +74,7 @@ def test_predict_warns_about_an_all_hole_mask_and_biharmonic_errors(make_cfg, tm
                       "nothing to fill from"]
 
 
+@pytest.mark.slow
 def test_predict_cli_all_hole_mask_is_one_message(tmp_path):
     img = write_photos(tmp_path / "in", 1, size=(H, W))[0]
     full = tmp_path / "full.png"

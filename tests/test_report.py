@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import TINY, tiny
+from conftest import HANG_GUARD_S, TINY, tiny
 
 from inpaint.report import find_run_dirs, main
 
@@ -43,14 +43,14 @@ def runs(tmp_path_factory) -> Path:
         for name, over in RUNS.items()
     }
     # the trained scnn evaluated again from its checkpoint: its steps and time come from the training run
-    out, _ = procs["scnn"].communicate(timeout=300)
+    out, _ = procs["scnn"].communicate(timeout=HANG_GUARD_S)
     assert procs["scnn"].returncode == 0, out[-3000:]
     over = [*tiny("scnn"), "task=test", f"ckpt_path={root / 'scnn' / 'checkpoints' / 'best.ckpt'}", "logger=none"]
     procs["scnn_test"] = subprocess.Popen(
         [sys.executable, "-m", "inpaint.run", *over, f"hydra.run.dir={root / 'scnn_test'}"],
         cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     for name, proc in procs.items():
-        out, _ = proc.communicate(timeout=300)
+        out, _ = proc.communicate(timeout=HANG_GUARD_S)
         assert (proc.returncode != 0) == (name == "failed"), out[-3000:]
     unfinished = root / "unfinished"
     shutil.copytree(root / "biharmonic" / ".hydra", unfinished / ".hydra")
@@ -67,6 +67,7 @@ def _card(runs: Path, name: str) -> dict:
     return json.loads((runs / name / "card.json").read_text())
 
 
+@pytest.mark.slow
 def test_cards_record_the_run(runs):
     card = _card(runs, "scnn")
     assert card["status"] == "ok" and card["model"] == "scnn" and card["task"] == "fit"
@@ -114,6 +115,7 @@ def test_cards_record_the_run(runs):
     assert failed["status"] == "failed" and "does-not-exist" in failed["error"]
 
 
+@pytest.mark.slow
 def test_leaderboard_groups_ranks_and_lists_failures(runs, tmp_path):
     md = _report(runs, tmp_path / "lb")
     groups = md.split("\n## ")[1:]
@@ -140,6 +142,7 @@ def test_leaderboard_groups_ranks_and_lists_failures(runs, tmp_path):
     assert (tmp_path / "lb" / "leaderboard.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_report_is_a_pure_function_of_the_runs(runs, tmp_path):
     _report(runs, tmp_path / "a")
     _report(runs, tmp_path / "b")
@@ -147,6 +150,7 @@ def test_report_is_a_pure_function_of_the_runs(runs, tmp_path):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
 
 
+@pytest.mark.slow
 def test_paths_that_are_not_runs_are_refused_by_name(runs, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main([str(runs / "biharmonic"), str(tmp_path / "empty")]) == 2
@@ -157,6 +161,7 @@ def test_paths_that_are_not_runs_are_refused_by_name(runs, tmp_path, capsys):
     assert [p.name for p in found] == ["biharmonic", "scnn", "scnn_test", "size48"] and not problems
 
 
+@pytest.mark.slow
 def test_report_logs_the_leaderboard_to_wandb_offline(runs, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
@@ -169,6 +174,7 @@ def test_report_logs_the_leaderboard_to_wandb_offline(runs, tmp_path, monkeypatc
     assert data["columns"][:4] == ["group", "rank", "status", "model"] and len(data["data"]) == 8
 
 
+@pytest.mark.slow
 def test_an_error_metric_ranks_lowest_first(runs, tmp_path):
     md = _report(runs, tmp_path / "lb", "--metric", "mae")
     first = md.split("\n## ")[1]

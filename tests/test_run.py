@@ -44,6 +44,7 @@ def test_default_run_writes_everything(make_cfg, tmp_path):
 @pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("data", ["sample", "folder"])
 @pytest.mark.parametrize("mask", MASKS)
+@pytest.mark.slow
 def test_every_model_data_mask_combination(make_cfg, photos, model, data, mask):
     over = [f"model={model}", f"data={data}", f"mask={mask}", *tiny(model), "trainer.max_steps=1", "logger=none"]
     if data == "folder":
@@ -52,6 +53,7 @@ def test_every_model_data_mask_combination(make_cfg, photos, model, data, mask):
     assert results["test/count"] > 0 and math.isfinite(results["test/psnr"])
 
 
+@pytest.mark.slow
 def test_every_config_file_composes_and_builds(make_cfg, photos, tmp_path):
     from inpaint.run import CONF_DIR, build_datamodule
 
@@ -182,6 +184,7 @@ def test_missing_data_root_is_one_clear_message(make_cfg, tmp_path):
         run(make_cfg("data=folder", f"data.root={tmp_path / 'does-not-exist'}", *tiny()))
 
 
+@pytest.mark.slow
 def test_wandb_logger_offline_writes_run_files(make_cfg, tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.delenv("WANDB_MODE", raising=False)
@@ -258,7 +261,7 @@ def test_cli_default_run_and_errors(tmp_path):
 def test_cli_ddp_cpu_counts_every_test_sample_once(tmp_path, photos):
     # 1 test photo x 3 crops = 3 samples over 2 processes: a padding sampler would score 4
     proc = run_cli("inpaint.run", "trainer=ddp_cpu", "data=folder", f"data.root={photos}", *tiny(),
-                   "data.eval_crops_per_image=3", "+data.eval_batch_size=1", "logger=none", cwd=tmp_path, timeout=400)
+                   "data.eval_crops_per_image=3", "+data.eval_batch_size=1", "logger=none", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "distributed_backend=gloo" in proc.stdout + proc.stderr
     assert "sync_dist" not in proc.stdout + proc.stderr  # metrics are reduced by torchmetrics already

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import run_cli, tiny
+from conftest import HANG_GUARD_S, run_cli, tiny
 
 from inpaint.sweepers import INTERRUPTED, derived_seed
 
@@ -32,7 +32,7 @@ def _start_and_kill_in_second_trial(sweep: Path, cwd: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-m", *SWEEP, f"hydra.sweep.dir={sweep}"], cwd=cwd, env=env,
                             stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + HANG_GUARD_S
         # the first trial's row is written, and the second trial's job has started
         while not (_rows(sweep) and (sweep / "1" / ".hydra").is_dir()):
             assert proc.poll() is None, (cwd / "first.log").read_text()[-3000:]
@@ -40,7 +40,7 @@ def _start_and_kill_in_second_trial(sweep: Path, cwd: Path) -> None:
             time.sleep(0.05)
         os.kill(proc.pid, signal.SIGKILL)
     finally:
-        proc.wait(30)
+        proc.wait(HANG_GUARD_S)
         log.close()
     assert proc.returncode == -signal.SIGKILL
 
@@ -53,7 +53,7 @@ def test_killed_sweep_resumes(tmp_path):
     first_job = sweep / "0" / "metrics.json"
     first_mtime = first_job.stat().st_mtime_ns
 
-    proc = run_cli(*SWEEP, f"hydra.sweep.dir={sweep}", cwd=tmp_path, timeout=300)
+    proc = run_cli(*SWEEP, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "1 of 3 trials finished, 2 to run, jobs from #2" in proc.stdout + proc.stderr
 
@@ -63,7 +63,7 @@ def test_killed_sweep_resumes(tmp_path):
     S = optuna.trial.TrialState
     assert states == [S.COMPLETE, S.FAIL, S.COMPLETE, S.COMPLETE]
     assert study.trials[1].system_attrs[INTERRUPTED] is True
-    lr = [t.params["model.lr"] for t in study.trials]
+    lr = [t.params["model.optimizer.lr"] for t in study.trials]
     assert lr[2] == lr[1]
     # a re-seeded sampler: the new trial does not repeat the seed's first draw (trial 0's value)
     assert len({lr[0], lr[1], lr[3]}) == 3
@@ -78,12 +78,12 @@ def test_killed_sweep_resumes(tmp_path):
     rows = _rows(sweep)
     assert [r["job"] for r in rows] == [0, 2, 3]
     assert all(r["status"] == "ok" for r in rows)
-    assert float(rows[1]["overrides"]["model.lr"]) == pytest.approx(lr[1])
+    assert float(rows[1]["overrides"]["model.optimizer.lr"]) == pytest.approx(lr[1])
     md = (sweep / "trials.md").read_text()
     assert md.startswith("# Trials (3)")
 
     # the study is complete: running the command once more starts no job
-    again = run_cli(*SWEEP, f"hydra.sweep.dir={sweep}", cwd=tmp_path, timeout=120)
+    again = run_cli(*SWEEP, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "nothing to run" in again.stdout + again.stderr
     assert len(optuna.load_study(study_name="scnn_lr", storage=f"sqlite:///{sweep}/optuna.db").trials) == 4

@@ -45,7 +45,7 @@ def test_mganprior_sweeps_print_the_thesis_tables(tmp_path):
     data = write_dataset("lsun", tmp_path / "lsun")[1:]  # the experiment chooses data=lsun itself
     sweep1, sweep2 = tmp_path / "tables", tmp_path / "table64"
     proc = run_cli("inpaint.run", "-m", "experiment=mganprior_tables", *data, *TINY_MGANPRIOR,
-                   f"hydra.sweep.dir={sweep1}", cwd=tmp_path, timeout=600)
+                   f"hydra.sweep.dir={sweep1}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = _jobs(sweep1)
     assert len(jobs) == 6
@@ -61,8 +61,7 @@ def test_mganprior_sweeps_print_the_thesis_tables(tmp_path):
         assert _table(proc.stdout, heading) == table  # printed at the end of the sweep
 
     proc = run_cli("inpaint.run", "-m", "experiment=mganprior_table64", *data, *TINY_MGANPRIOR,
-                   f"hydra.sweep.dir={sweep2}", f"hydra.callbacks.trials_table.include=[{sweep1}]", cwd=tmp_path,
-                   timeout=600)
+                   f"hydra.sweep.dir={sweep2}", f"hydra.callbacks.trials_table.include=[{sweep1}]", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     scaled = _jobs(sweep2)
     assert set(scaled) == {("blocks_12", "sa"), ("blocks_40", "sa")}

@@ -73,16 +73,16 @@ def _job(tmp_path: Path, *overrides: str, multirun: bool):
 
 
 def test_multirun_jobs_are_grouped_by_sweep_and_carry_their_overrides(tmp_path, offline):
-    out = _job(tmp_path, "hparams_search=scnn_lr_optuna", "model.lr=0.003", multirun=True)
+    out = _job(tmp_path, "hparams_search=scnn_lr_optuna", "model.optimizer.lr=0.003", multirun=True)
     logger = wandb_logger(save_dir=str(out))
     init = logger._wandb_init
     assert init["group"] == "scnn_lr:my_sweep"
-    assert init["config"]["hydra_overrides"] == {"hparams_search": "scnn_lr_optuna", "model.lr": "0.003"}
-    assert init["config"]["model"]["lr"] == 0.003 and init["config"]["paths"]["output_dir"] == str(out)
+    assert init["config"]["hydra_overrides"] == {"hparams_search": "scnn_lr_optuna", "model.optimizer.lr": "0.003"}
+    assert init["config"]["model"]["optimizer"]["lr"] == 0.003 and init["config"]["paths"]["output_dir"] == str(out)
 
 
 def test_single_runs_have_no_group(tmp_path, offline):
-    out = _job(tmp_path, "model.lr=0.003", multirun=False)
+    out = _job(tmp_path, "model.optimizer.lr=0.003", multirun=False)
     assert wandb_logger(save_dir=str(out))._wandb_init["group"] is None
     assert wandb_logger(save_dir=str(out), group="mine")._wandb_init["group"] == "mine"
     # wandb warns about any `anonymous` value on every run; Lightning's default None is left out
