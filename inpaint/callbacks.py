@@ -3,6 +3,7 @@ grids of fixed validation samples at every validation."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -280,3 +281,134 @@ class StepProgressBar(RichProgressBar):
         self._update(self.train_progress_bar_id, trainer.global_step)
         self._update_metrics(trainer, pl_module)
         self.refresh()
+
+
+def reference_workload_seconds(repeats: int = 5) -> float:
+    """Median seconds of a fixed CPU/GPU-independent workload on this machine (a 3x3 convolution of a batch of
+    32 x 64 x 32 x 32, forward and backward, on the CPU with torch's current threads): recorded next to wall
+    times, so a time measured on one machine can be compared with another's as a ratio to it."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(32, 64, 32, 32, generator=gen)
+    w = torch.randn(64, 64, 3, 3, generator=gen, requires_grad=True)
+    times = []
+    for i in range(repeats + 1):
+        start = time.perf_counter()
+        for _ in range(4):
+            torch.nn.functional.conv2d(x, w, padding=1).square().mean().backward()
+        if i:  # the first is a warm-up
+            times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+class FloorWatch(L.Callback):
+    """Time to beat the floor: at the start of training, score a floor model (biharmonic by default) on the very
+    validation batches the run validates on; after every validation, compare the model's scores with it and record
+    when each first beats it, in wall minutes (training only, and in all), steps and images seen. The curve and the
+    crossings are written to ``path`` (JSON) after every validation, so a killed run keeps them.
+
+    Args:
+        path: the JSON file.
+        floor: the floor model (any inpaint model that needs no training), built from this config node.
+        metrics: ``{name: "max" | "min"}`` of the ``val/`` scores compared (PSNR higher, hole MSE lower: the mean
+            PSNR ranks the leaderboard, the hole MSE is "Beyond CNNs"' number); each has its own crossing, and
+            ``beaten`` is when all are beaten at one validation.
+        reference_repeats: repeats of :func:`reference_workload_seconds`, timed at the start (0: skipped).
+    """
+
+    def __init__(self, path: str, floor: Any = None, metrics: dict[str, str] | None = None,
+                 reference_repeats: int = 5) -> None:
+        self.path = Path(path)
+        self.floor = floor
+        self.metrics = dict(metrics or {"val/psnr": "max", "val/mse_hole": "min"})
+        bad = {k: v for k, v in self.metrics.items() if v not in ("max", "min")}
+        if bad:
+            raise ValueError(f"FloorWatch metrics: give max or min for each, got {bad}")
+        self.reference_repeats = int(reference_repeats)
+        self.record: dict[str, Any] = {}
+        self._fit_start = self._train_seconds = 0.0
+        self._val_start: float | None = None
+        self._images = 0
+
+    def _floor_scores(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
+        from inpaint.metrics import InpaintMetrics  # the same metric definitions as the model's validation
+
+        floor = self.floor
+        if floor is None or isinstance(floor, dict):
+            from inpaint.models.biharmonic import BiharmonicModule
+
+            floor = BiharmonicModule(buckets=pl_module.buckets)
+        metrics = InpaintMetrics(pl_module.buckets, hole_metrics=True)
+        limit = trainer.limit_val_batches
+        loader = trainer.datamodule.val_dataloader()
+        n = len(loader) if isinstance(limit, float) else min(int(limit), len(loader))
+        if isinstance(limit, float):
+            n = int(n * limit)
+        for i, batch in enumerate(loader):
+            if i >= n:
+                break
+            with torch.no_grad():
+                composite = floor.inpaint(batch["image"], batch["mask"], batch.get("index"))
+            metrics.update(composite.float(), batch["image"].float(), batch["mask"].float())
+        return {f"val/{k}": float(v) for k, v in metrics.compute().items()}
+
+    @rank_zero_only
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        reference = reference_workload_seconds(self.reference_repeats) if self.reference_repeats else None
+        floor = self._floor_scores(trainer, pl_module)
+        missing = [k for k in self.metrics if k not in floor]
+        if missing:
+            raise ValueError(f"FloorWatch: the floor has no {missing} (eval.hole_metrics=true gives val/mse_hole)")
+        self.record = {
+            "floor": {k: floor[k] for k in self.metrics}, "floor_count": floor.get("val/count"),
+            "floor_all": {k: v for k, v in floor.items() if "@" not in k},
+            "reference_workload_seconds": reference, "threads": torch.get_num_threads(),
+            "batch_size": None, "curve": [], "crossed": {}, "beaten": None,
+        }
+        self._fit_start = time.perf_counter()
+        self._train_seconds = 0.0
+        self._images = 0
+        self._write()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._images += int(batch["image"].shape[0]) * int(trainer.world_size)
+        if self.record and self.record["batch_size"] is None:
+            self.record["batch_size"] = int(batch["image"].shape[0])
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._val_start = time.perf_counter()
+
+    @rank_zero_only
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or not self.record or self._val_start is None:
+            return
+        # training time: wall time since fit start less the validations so far (this one included)
+        now = time.perf_counter()
+        self._train_seconds = (now - self._fit_start) - self._val_seconds(now)
+        scores = {k: float(pl_module.val_results[k]) for k in self.metrics if k in pl_module.val_results}
+        row = {"step": int(trainer.global_step), "images": self._images,
+               "train_minutes": self._train_seconds / 60.0, "wall_minutes": (now - self._fit_start) / 60.0,
+               **scores}
+        self.record["curve"].append(row)
+        floor = self.record["floor"]
+        better = {k: (v > floor[k]) if self.metrics[k] == "max" else (v < floor[k]) for k, v in scores.items()}
+        for k, ok in better.items():
+            if ok and k not in self.record["crossed"]:
+                self.record["crossed"][k] = row
+        if self.record["beaten"] is None and len(better) == len(self.metrics) and all(better.values()):
+            self.record["beaten"] = row
+            log.info("beat the floor at step %d (%d images, %.1f training minutes): %s", row["step"], row["images"],
+                     row["train_minutes"], {k: round(v, 5) for k, v in scores.items()})
+        self._write()
+
+    def _val_seconds(self, now: float) -> float:
+        done = self.record.setdefault("_validation_seconds", 0.0)
+        total = done + (now - self._val_start)
+        self.record["_validation_seconds"] = total
+        self._val_start = None
+        return total
+
+    def _write(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.record, indent=2))
+        os.replace(tmp, self.path)

@@ -24,6 +24,7 @@ import csv
 import json
 import logging
 import math
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +76,7 @@ class PivotTable:
     split value's label), ``where`` (``{key: value}``: only trials with these values), ``format`` (of a cell,
     ``.2f``). An axis is ``{key, title, labels, default}``: ``labels`` maps values to the displayed text and
     orders them (values without a label follow, by job), ``default`` is the value of trials that have none.
-    A cell of several trials (repeated seeds) is their mean, marked with the count."""
+    A cell of several trials (repeated seeds) is their mean ± their sample standard deviation, with the count."""
 
     AXIS_KEYS = {"key", "title", "labels", "default"}
     KEYS = {"rows", "columns", "split", "metrics", "title", "where", "format"}
@@ -146,7 +147,9 @@ class PivotTable:
                 for metric in self.metrics:
                     got = [r["metrics"][metric] for r in cell if metric in r["metrics"]]
                     text = "-" if not got else format(sum(got) / len(got), self.format)
-                    cells.append(text if len(got) < 2 else f"{text} (n={len(got)})")
+                    if len(got) > 1:  # repeated seeds: the spread (sample standard deviation) and the count
+                        text += f" ± {format(statistics.stdev(got), self.format)} (n={len(got)})"
+                    cells.append(text)
             lines.append("| " + " | ".join(cells) + " |")
         return lines
 

@@ -87,7 +87,7 @@ def test_pivot_orders_by_labels_averages_repeats_and_skips_failed_and_filtered_t
               _trial(6, "y", "q", None, c="keep")]
     lines = [line for line in table.render(trials) if line]
     assert lines == ["| A | p PSNR | q PSNR |", "|---|---|---|",
-                     "| Y | - | 20.0 |", "| X | 11.0 (n=2) | - |", "| z | 30.0 | - |"]
+                     "| Y | - | 20.0 |", "| X | 11.0 ± 1.4 (n=2) | - |", "| z | 30.0 | - |"]
 
 
 def test_pivot_default_fills_trials_without_the_key_and_bad_specs_fail():
@@ -105,3 +105,22 @@ def test_include_of_a_folder_without_trials_fails_before_any_job(tmp_path):
 
     with pytest.raises(ValueError, match="include: no trials.jsonl"):
         TrialsTable(include=[str(tmp_path)], tables=[{"rows": "a", "columns": "b", "metrics": {"m": "M"}}])
+
+
+@pytest.mark.parametrize("experiment", ["ce_table1", "ce_overlap", "ce_adversarial"])
+def test_beyond_cnns_sweeps_pivot_their_table_over_three_seeds(experiment):
+    """Table 1, the overlap trick and L2/GAN/WGAN: each a -m sweep with three seeds whose table the sweep writes;
+    its row axis is what the sweep varies."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from inpaint.config_dir import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[f"experiment={experiment}", "data.root=/x"], return_hydra_config=True)
+    params = dict(cfg.hydra.sweeper.params)
+    assert params["seed"] == "1,2,3"
+    (spec,) = cfg.hydra.callbacks.trials_table.tables
+    table = PivotTable(OmegaConf.to_container(spec))
+    assert table.axes["rows"]["key"] in params
+    assert cfg.mask._target_.endswith("CenterMask") and cfg.eval.hole_metrics
