@@ -209,8 +209,9 @@ def environment() -> dict[str, Any]:
     checkout = Path(inpaint.__file__).resolve().parents[1]
     status = _git(["status", "--porcelain", "--", "inpaint", "conf"], checkout)
     return {
-        "inpaint": str(Path(inpaint.__file__).resolve()),
-        "conf": str(CONF_DIR),
+        # relative to the checkout: the record names no path of the machine it ran on
+        "inpaint": str(Path(inpaint.__file__).resolve().relative_to(checkout)),
+        "conf": str(CONF_DIR.relative_to(checkout)),
         "commit": _git(["rev-parse", "HEAD"], checkout),
         "inpaint_or_conf_modified": None if status is None else bool(status),
         "torch": torch.__version__,
