@@ -37,12 +37,15 @@ How the nets are computed (the arithmetic of the layers above, arranged for spee
   product of the taps its mask opens stacked on the channels (the right tap of mask B is closed, so it is never
   computed), the s-s convolutions as one product of the weights with the stacked taps of the previous step's
   hidden state.
-* The i-s products of all steps are computed at once before the recurrence; each block is one
+* The Row LSTM does a row's i-s and s-s as one product (the inputs of both stacked per pixel, the weights side by
+  side); the Diagonal BiLSTM computes the i-s products of all steps at once before the recurrence. Each block is one
   :class:`torch.autograd.Function` (:class:`_RowBlockFn`, :class:`_DiagonalBlockFn`) that writes every step into
   preallocated buffers and whose backward walks the steps in reverse (the LSTM derivatives by hand, with
   autograd's own sigmoid/tanh derivative kernels; one product per step for the gradient of the previous state)
   and forms each weight gradient in a single product over all steps at the end. Nothing per step is left to
-  autograd (its slicing of the per-step inputs zero-filled a full-size gradient for every step).
+  autograd (its slicing of the per-step inputs zero-filled a full-size gradient for every step). The Row LSTM
+  blocks take their large work buffers from a per-net pool (:class:`_BufferPool`) that keeps them from one
+  training step to the next: freshly allocated, maps this large cost a page fault per 4 KB page on first touch.
 * The skew of the Diagonal BiLSTM is a fixed permutation of the pixels (:class:`_DiagonalPlan`): the pixels are
   gathered in the order of the skewed columns (diagonal ``j = r + c``, rows ``max(0, j-W+1) .. min(n-1, j)``), so
   that skewed column ``j`` is one contiguous block and the recurrence touches only the ``n*W`` real positions,
@@ -81,6 +84,7 @@ rounding of the same sums in another order; the tests compare them in float64).
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from functools import lru_cache
 from itertools import groupby
@@ -193,14 +197,17 @@ def _dw(dy: Tensor, x: Tensor) -> Tensor:
 
 
 # ------------------------------------------------------------------------------------------------ LSTM cell
-def _lstm_forward(gates: Tensor, c_prev: Tensor, cell: Tensor, tanh_cell: Tensor, hidden: Tensor) -> None:
-    """One LSTM update in place: ``gates`` (pre-activations o, f, i, g on the last dim, ``[...,4h]``) becomes the
-    activations (sig o, sig f, sig i, tanh g); writes ``cell = sig(f)*c_prev + sig(i)*tanh(g)``, its tanh and
-    ``hidden = sig(o)*tanh(cell)`` (``[...,h]`` each)."""
+def _lstm_forward(gates: Tensor, c_prev: Tensor, cell: Tensor, tanh_cell: Tensor, hidden: Tensor,
+                  acts: Tensor | None = None) -> None:
+    """One LSTM update: writes into ``acts`` (default: in place into ``gates``) the activations (sig o, sig f,
+    sig i, tanh g) of the pre-activations ``gates`` (o, f, i, g on the last dim, ``[...,4h]``), then
+    ``cell = sig(f)*c_prev + sig(i)*tanh(g)``, its tanh and ``hidden = sig(o)*tanh(cell)`` (``[...,h]`` each)."""
     h = cell.shape[-1]
-    gates[..., : 3 * h].sigmoid_()
-    gates[..., 3 * h :].tanh_()
-    o, f, i, g = gates.split(h, dim=-1)
+    if acts is None:
+        acts = gates
+    torch.sigmoid(gates[..., : 3 * h], out=acts[..., : 3 * h])
+    torch.tanh(gates[..., 3 * h :], out=acts[..., 3 * h :])
+    o, f, i, g = acts.split(h, dim=-1)
     torch.mul(f, c_prev, out=cell)
     cell.addcmul_(i, g)
     torch.tanh(cell, out=tanh_cell)
@@ -227,62 +234,136 @@ def _lstm_backward(
     return dc * f
 
 
-# ------------------------------------------------------------------------------------------------ Row LSTM
-def _row_recurrence(gx: Tensor, w: Tensor, h0: Tensor, c0: Tensor) -> tuple[Tensor, ...]:
-    """The Row LSTM recurrence over a band of ``n`` rows of width ``W``.
+# ------------------------------------------------------------------------------------------------ buffer pool
+class _BufferPool:
+    """Work buffers of one net kept from one training step to the next.
 
-    ``gx`` ``[n,W,N,4h]``: the i-s pre-activations of every pixel (bias included), overwritten with the gate
-    activations; ``w`` ``[3h,4h]``: the s-s weight, the taps ``c-1, c, c+1`` of the row above stacked on the input
-    dim; ``h0`` ``[W+2,N,h]``: the hidden state of the row above the band with one column of padding each side (the
-    fill's windows pass real neighbours there); ``c0`` ``[W,N,h]``: its cell state. Row ``i`` reads only row ``i-1``, so the states of a
-    row depend on nothing at or below it; rows after the first are zero-padded at the band's edges. Returns the
-    hidden states ``[n,W,N,h]`` and, for the backward, the s-s inputs ``[n,W,N,3h]``, the cell states and their
-    tanh ``[n,W,N,h]``."""
-    n, W, N, G = gx.shape
-    h = G // 4
-    taps = gx.new_empty(n, W, N, 3 * h)
-    taps[:, 0, :, :h] = 0  # left of the first column and right of the last: the zero padding
-    taps[:, -1, :, 2 * h : 3 * h] = 0
-    cells, tanh_cells, hs = (gx.new_empty(n, W, N, h) for _ in range(3))
-    wt = w.t().contiguous()
+    The Row LSTM blocks' largest maps (the stacked product inputs, the gate activations, the gradient of the gates:
+    40-90 MB each at the default size) are above glibc's largest mmap threshold (32 MB), so allocating them afresh
+    maps new pages every step, and the first touch of those pages costs about as much as the arithmetic on them.
+    Buffers are handed out through a :class:`_Lease` and come back only when the lease is dropped: the forward's
+    lease lives on the autograd node that reads the buffers in its backward, so a buffer is never overwritten while
+    a graph can still read it (another forward before the backward, ``retain_graph``, a kept graph: those get
+    buffers of their own). Each block of a step holds its own lease, hence its own buffers. The pool keeps the
+    buffers of one input (shape, dtype, device) at a time: an input of another size empties it, so it does not
+    grow with the sizes seen."""
+
+    def __init__(self) -> None:
+        self._signature: tuple | None = None
+        self._free: dict[tuple, list[Tensor]] = {}
+
+    def lease(self, like: Tensor) -> _Lease:
+        """A lease for a block run on the input ``like``."""
+        signature = (tuple(like.shape), like.dtype, like.device)
+        if signature != self._signature:
+            self._signature, self._free = signature, {}
+        return _Lease(self, signature)
+
+    def _take(self, shape: tuple[int, ...], like: Tensor) -> Tensor:
+        free = self._free.get((shape, like.dtype, like.device))
+        return free.pop() if free else like.new_empty(shape)
+
+    def _give(self, signature: tuple, buffers: list[Tensor]) -> None:
+        if signature == self._signature:  # else the pool has moved on to another size: let them go
+            for t in buffers:
+                self._free.setdefault((tuple(t.shape), t.dtype, t.device), []).append(t)
+
+
+class _Lease:
+    """Buffers taken from a :class:`_BufferPool` (fresh ones without a pool), all given back when the lease is
+    freed."""
+
+    def __init__(self, pool: _BufferPool | None = None, signature: tuple = ()) -> None:
+        self._pool, self._signature, self._buffers = pool, signature, []
+
+    def empty(self, like: Tensor, *shape: int) -> Tensor:
+        """An uninitialised buffer of ``like``'s dtype and device (its contents are a previous step's)."""
+        t = like.new_empty(shape) if self._pool is None else self._pool._take(shape, like)
+        self._buffers.append(t)
+        return t
+
+    def __del__(self) -> None:
+        if self._pool is not None:
+            self._pool._give(self._signature, self._buffers)
+
+
+#: each net's buffer pool, kept off the module (out of its state dict, deepcopy and pickling) and freed with it
+_POOLS: weakref.WeakKeyDictionary[nn.Module, _BufferPool] = weakref.WeakKeyDictionary()
+
+
+def _pool_of(net: nn.Module) -> _BufferPool | None:
+    """The pool of ``net`` when a graph is being recorded (a training step); None otherwise (the fills' windows
+    come in many sizes and their buffers are freed right after the forward anyway)."""
+    if not torch.is_grad_enabled():
+        return None
+    pool = _POOLS.get(net)
+    if pool is None:
+        pool = _POOLS[net] = _BufferPool()
+    return pool
+
+
+# ------------------------------------------------------------------------------------------------ Row LSTM
+def _row_recurrence(inp: Tensor, w: Tensor, b: Tensor, h0: Tensor, c0: Tensor, acts: Tensor, cells: Tensor,
+                    tanh_cells: Tensor, hs: Tensor) -> None:
+    """The Row LSTM recurrence over a band of ``n`` rows of width ``W``, with the i-s and s-s products of a row
+    done as one product.
+
+    ``inp`` ``[n,W,N,K+3h]``: per pixel its ``K`` i-s inputs (filled by the caller), then the s-s inputs, the hidden
+    state of the row above at the taps ``c-1, c, c+1`` (filled here as the rows are computed); ``w`` ``[4h,K+3h]``:
+    the i-s and s-s weights side by side, ``b`` ``[4h]``: the i-s bias; ``h0`` ``[W+2,N,h]``: the hidden state of
+    the row above the band with one column of padding each side (the fill's windows pass real neighbours there);
+    ``c0`` ``[W,N,h]``: its cell state. Row ``i`` reads only row ``i-1``, so the states of a row depend on nothing
+    at or below it; rows after the first are zero-padded at the band's edges. Writes the gate activations
+    ``acts`` ``[n,W,N,4h]``, the cell states, their tanh and the hidden states ``[n,W,N,h]``."""
+    n, W, N, KS = inp.shape
+    h = hs.shape[-1]
+    K = KS - 3 * h
+    taps = inp[..., K:]
+    taps[1:, 0, :, :h] = 0  # left of the first column and right of the last: the zero padding
+    taps[1:, -1, :, 2 * h :] = 0
+    for k in range(3):
+        taps[0, ..., k * h : (k + 1) * h] = h0[k : k + W]
     for i in range(n):
-        u = taps[i]
-        if i == 0:
-            for k in range(3):
-                u[..., k * h : (k + 1) * h] = h0[k : k + W]
-        else:
-            above = hs[i - 1]
+        if i:
+            above, u = hs[i - 1], taps[i]
             u[1:, :, :h] = above[:-1]
             u[..., h : 2 * h] = above
-            u[:-1, :, 2 * h : 3 * h] = above[1:]
-        _add_mm_t(gx[i].view(W * N, G), u.view(W * N, 3 * h), wt)
-        _lstm_forward(gx[i], c0 if i == 0 else cells[i - 1], cells[i], tanh_cells[i], hs[i])
-    return hs, taps, cells, tanh_cells
+            u[:-1, :, 2 * h :] = above[1:]
+        pre = _mm_t(inp[i].view(W * N, KS), w, b).view(W, N, 4 * h)
+        _lstm_forward(pre, c0 if i == 0 else cells[i - 1], cells[i], tanh_cells[i], hs[i], acts=acts[i])
 
 
 def _row_recurrence_backward(
-    d_hs: Tensor, w: Tensor, acts: Tensor, cells: Tensor, tanh_cells: Tensor, c0: Tensor
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Backward of :func:`_row_recurrence` over the rows in reverse: returns the gradients of the i-s products
-    ``[n,W,N,4h]``, of ``h0`` and of ``c0``. ``d_hs`` (owned) accumulates the s-s gradients."""
+    d_hs: Tensor, wt: Tensor, acts: Tensor, cells: Tensor, tanh_cells: Tensor, c0: Tensor, d_gx: Tensor,
+    d_x: Tensor, taps: tuple[int, ...]
+) -> tuple[Tensor, Tensor]:
+    """Backward of :func:`_row_recurrence` and of the i-s inputs over the rows in reverse, one product per row for
+    the gradients of its i-s and s-s inputs (``wt`` ``[K+3h,4h]``: the stacked weight transposed). Writes the
+    gradients of the gate pre-activations into ``d_gx`` ``[n,W,N,4h]`` and adds those of the block input (the
+    adjoint shifts of the i-s taps) into ``d_x`` ``[n,W,N,C]``; returns the gradients of ``h0`` and ``c0``.
+    ``d_hs`` (owned) accumulates the s-s gradients."""
     n, W, N, G = acts.shape
     h = G // 4
-    d_gx = torch.empty_like(acts)
+    C = d_x.shape[-1]
+    K = len(taps) * C
     d_h0 = acts.new_zeros(W + 2, N, h)
     dc = acts.new_zeros(W, N, h)
     for i in reversed(range(n)):
         dg = d_gx[i]
         dc = _lstm_backward(acts[i], tanh_cells[i], c0 if i == 0 else cells[i - 1], d_hs[i], dc, dg)
-        du = _mm_t(dg.view(W * N, G), w).view(W, N, 3 * h)
+        d_in = _mm_t(dg.view(W * N, G), wt).view(1, W, N, K + 3 * h)
+        for t, k in enumerate(taps):  # the adjoint shifts of the i-s taps
+            _shift_columns(d_in[..., t * C : (t + 1) * C], d_x[i : i + 1], 2 - k, add=True)
+        du = d_in[0, ..., K:]
         if i > 0:
             above = d_hs[i - 1]
             above[:-1] += du[1:, :, :h]
             above += du[..., h : 2 * h]
-            above[1:] += du[:-1, :, 2 * h : 3 * h]
+            above[1:] += du[:-1, :, 2 * h :]
         else:
             for k in range(3):
                 d_h0[k : k + W] += du[..., k * h : (k + 1) * h]
-    return d_gx, d_h0, dc
+    return d_h0, dc
 
 
 def _shift_columns(src: Tensor, dst: Tensor, k: int, add: bool = False) -> None:
@@ -300,53 +381,59 @@ def _shift_columns(src: Tensor, dst: Tensor, k: int, add: bool = False) -> None:
 
 
 class _RowBlockFn(torch.autograd.Function):
-    """One Row LSTM block on the maps ``[n,W,N,2h]``: the 1x3 i-s (its open taps stacked on the channels, one
-    product), the recurrence (:func:`_row_recurrence`), the 1x1 output convolution added to the input. Returns the block's output and, for the fill's cache (no gradient), the last
-    row's ``(h, c)``."""
+    """One Row LSTM block on the maps ``[n,W,N,2h]``: the 1x3 i-s (its open taps stacked on the channels) and the
+    s-s as one product per row (:func:`_row_recurrence`), the 1x1 output convolution added to the input. Returns
+    the block's output and, for the fill's cache (no gradient), the last row's ``(h, c)``. Its work buffers come
+    from ``pool`` (None: fresh ones) and go back when the node is freed."""
 
     @staticmethod
     def forward(ctx, x: Tensor, w_is: Tensor, b_is: Tensor, w_ss: Tensor, w_out: Tensor, b_out: Tensor,
-                h0: Tensor, c0: Tensor, taps: tuple[int, ...]) -> tuple[Tensor, Tensor, Tensor]:
+                h0: Tensor, c0: Tensor, taps: tuple[int, ...], pool: _BufferPool | None
+                ) -> tuple[Tensor, Tensor, Tensor]:
         n, W, N, C = x.shape
         G = w_is.shape[0]
         h = G // 4
+        K = len(taps) * C
         ctx.dtypes = [t.dtype for t in (w_is, b_is, w_ss, w_out, b_out, h0, c0)]
         w_is, b_is, w_ss, w_out, b_out, h0, c0 = _cast(x.dtype, w_is, b_is, w_ss, w_out, b_out, h0, c0)
+        lease = _Lease() if pool is None else pool.lease(x)
         with torch.autocast(x.device.type, enabled=False):
-            cols = x.new_empty(n, W, N, len(taps) * C)  # the open taps of every pixel, stacked on the channels
-            for t, k in enumerate(taps):
-                _shift_columns(x, cols[..., t * C : (t + 1) * C], k)
-            gx = _mm_t(cols.view(-1, cols.shape[-1]), w_is.contiguous(), b_is).view(n, W, N, G)
-            w_ss = w_ss.contiguous()
-            hs, s_taps, cells, tanh_cells = _row_recurrence(gx, w_ss, h0, c0)
+            inp = lease.empty(x, n, W, N, K + 3 * h)
+            for t, k in enumerate(taps):  # the open i-s taps of every pixel, stacked on the channels
+                _shift_columns(x, inp[..., t * C : (t + 1) * C], k)
+            w = torch.cat([w_is, w_ss.t()], dim=1)  # [4h, K+3h]: the weights of a row's one product
+            acts = lease.empty(x, n, W, N, G)
+            cells, tanh_cells, hs = (lease.empty(x, n, W, N, h) for _ in range(3))
+            _row_recurrence(inp, w, b_is, h0, c0, acts, cells, tanh_cells, hs)
             out = _mm_t(hs.view(-1, h), w_out.contiguous(), b_out).view(n, W, N, C).add_(x)
-        ctx.taps = taps
-        ctx.save_for_backward(cols, w_is, w_ss, w_out, c0, hs, s_taps, gx, cells, tanh_cells)
+        ctx.taps, ctx.lease = taps, lease
+        ctx.save_for_backward(inp, w, w_out, c0, hs, acts, cells, tanh_cells)
         last_h, last_c = hs[-1].clone(), cells[-1].clone()
         ctx.mark_non_differentiable(last_h, last_c)
         return out, last_h, last_c
 
     @staticmethod
     def backward(ctx, d_out: Tensor, _d_h: Tensor | None, _d_c: Tensor | None) -> tuple[Tensor | None, ...]:
-        cols, w_is, w_ss, w_out, c0, hs, s_taps, acts, cells, tanh_cells = ctx.saved_tensors
+        inp, w, w_out, c0, hs, acts, cells, tanh_cells = ctx.saved_tensors
         taps = ctx.taps
         n, W, N, G = acts.shape
         C, h = w_out.shape
-        d_out = d_out.to(acts.dtype).contiguous().view(-1, C)
-        d_hs = _mm_t(d_out, w_out.t().contiguous()).view(n, W, N, h)
-        d_w_out, d_b_out = _dw(d_out.view(n, W, N, C), hs), d_out.sum(0)
-        d_gx, d_h0, d_c0 = _row_recurrence_backward(d_hs, w_ss, acts, cells, tanh_cells, c0)
-        d_gx = d_gx.view(-1, G)
-        d_w_ss, d_b_is = _dw(d_gx.view(n, W, N, G), s_taps).t(), d_gx.sum(0)
-        d_w_is = _dw(d_gx.view(n, W, N, G), cols)
-        d_cols = _mm_t(d_gx, w_is.t().contiguous()).view(cols.shape)
-        d_out = d_out.view(n, W, N, C)
-        d_x = d_out + d_cols[..., taps.index(1) * C :][..., :C] if 1 in taps else d_out.clone()
-        for t, k in enumerate(taps):
-            if k != 1:
-                _shift_columns(d_cols[..., t * C : (t + 1) * C], d_x, 2 - k, add=True)  # the adjoint shift
-        grads = (d_w_is, d_b_is, d_w_ss, d_w_out, d_b_out, d_h0, d_c0)
-        return (d_x, *(g.to(dt) for g, dt in zip(grads, ctx.dtypes, strict=True)), None)
+        K = len(taps) * C
+        # the gradient of the input: the residual path here (our own copy), the i-s path added row by row
+        d_x = d_out.to(acts.dtype).clone(memory_format=torch.contiguous_format)
+        d_flat = d_x.view(-1, C)
+        d_hs = _mm_t(d_flat, w_out.t().contiguous()).view(n, W, N, h)
+        d_w_out, d_b_out = _dw(d_x, hs), d_flat.sum(0)
+        # scratch for this backward only (one block's backward runs at a time: the blocks share it)
+        pool = ctx.lease._pool
+        scratch = _Lease() if pool is None else pool.lease(d_x)
+        d_gx = scratch.empty(acts, n, W, N, G)
+        d_h0, d_c0 = _row_recurrence_backward(
+            d_hs, w.t().contiguous(), acts, cells, tanh_cells, c0, d_gx, d_x, taps)
+        d_w = _dw(d_gx, inp)  # [4h, K+3h]: both weights' gradients in one product over all pixels
+        d_b_is = d_gx.view(-1, G).sum(0)
+        grads = (d_w[:, :K], d_b_is, d_w[:, K:].t(), d_w_out, d_b_out, d_h0, d_c0)
+        return (d_x, *(g.to(dt) for g, dt in zip(grads, ctx.dtypes, strict=True)), None, None)
 
 
 # ----------------------------------------------------------------------------------------- Diagonal BiLSTM
@@ -547,7 +634,7 @@ class _DiagonalBlockFn(torch.autograd.Function):
 # ------------------------------------------------------------------------------------------------ head
 class _HeadFn(torch.autograd.Function):
     """The head on block features in the rows layout ``[n,m,N,2h]``: ReLU, 1x1 mask B, ReLU, 1x1 mask B -> logits
-    ``[N,768,n,m]``. The first product runs over all pixels at once (the images one after the other, pixels as
+    ``[N,3,256,n,m]``. The first product runs over all pixels at once (the images one after the other, pixels as
     rows); the second image by image with the weight on the left, so that each image's logits come out channels
     first, as the logits are laid out, without transposing the largest map of the net. Its bias rides on an extra
     first layer's output that is constant 1 (weight 0, bias 1: ReLU(1) = 1)."""
@@ -565,19 +652,22 @@ class _HeadFn(torch.autograd.Function):
             a = _mm_t(r.view(-1, C), w1, b1).clamp_min_(0).view(N, n * m, C + 1)
             out = torch.stack([_mm_t(w2, a[i]) for i in range(N)])
         ctx.save_for_backward(r, a, w1, w2)
-        return out.view(N, -1, n, m)
+        # [N,3,256,n,m] here rather than a view by the caller: the gradient of the loss (a transposed view,
+        # typically) then comes as it is, copied image by image below instead of whole into a fresh map
+        return out.view(N, 3, LEVELS, n, m)
 
     @staticmethod
     def backward(ctx, d_out: Tensor) -> tuple[Tensor | None, ...]:
         r, a, w1, w2 = ctx.saved_tensors
         N, n, m, C = r.shape
-        d_out = d_out.to(a.dtype).reshape(N, -1, n * m)
+        d_out = d_out.to(a.dtype)
         d_w2 = torch.zeros_like(w2)
         d_a = torch.empty_like(a)
         w2t, a_t = w2.t().contiguous(), a.transpose(1, 2).contiguous()  # a_t: each image's channels first
         for i in range(N):
-            d_w2 += _mm_t(d_out[i], a_t[i])
-            d_a[i] = _mm_t(d_out[i].t(), w2t)
+            d_i = d_out[i].reshape(-1, n * m)  # [768, n*m]
+            d_w2 += _mm_t(d_i, a_t[i])
+            d_a[i] = _mm_t(d_i.t(), w2t)
         d_a = torch.ops.aten.threshold_backward(d_a, a, 0).view(N, n, m, C + 1)
         d_w1 = _dw(d_a, r)
         d_r = _mm_t(d_a.view(-1, C + 1), w1.t().contiguous()).view(N, n, m, C)
@@ -618,9 +708,8 @@ class _PixelRNN(DensityNet):
     def _head(self, feats: Tensor) -> Tensor:
         """Block features in the rows layout ``[n,m,N,2h]`` -> logits ``[N,3,256,n,m]``."""
         h1, h2 = self.head1, self.head2
-        out = _HeadFn.apply(feats, _masked_weight(h1)[:, :, 0, 0], h1.bias, _masked_weight(h2)[:, :, 0, 0],
-                            h2.bias)
-        return out.view(out.shape[0], 3, LEVELS, *out.shape[2:])
+        return _HeadFn.apply(feats, _masked_weight(h1)[:, :, 0, 0], h1.bias, _masked_weight(h2)[:, :, 0, 0],
+                             h2.bias)
 
 
 # ------------------------------------------------------------------------------------------------ Row LSTM net
@@ -667,6 +756,7 @@ class RowLSTMNet(_PixelRNN):
         neighbours are missing) but the last column is exact; the returned states are then meaningless."""
         feats = _to_rows(self._l0(x, r0, r1, c0, c1, b))  # [n, W, N, 2h]
         new_states = []
+        pool = _pool_of(self)
         for block, (h_pad, cell) in zip(self.blocks, states, strict=True):
             taps = _open_taps(block.i_s)
             w_is = _masked_weight(block.i_s)[:, :, 0]  # [4h, 2h, 3]: the open taps stacked on the inputs
@@ -674,7 +764,7 @@ class RowLSTMNet(_PixelRNN):
             w_ss = block.s_s.weight.permute(2, 1, 0).flatten(0, 1)  # [3h, 4h]: taps c-1, c, c+1 stacked
             feats, h_last, c_last = _RowBlockFn.apply(
                 feats, w_is, block.i_s.bias, w_ss, _masked_weight(block.out)[:, :, 0, 0], block.out.bias,
-                h_pad.permute(2, 0, 1), cell.permute(2, 0, 1), taps)
+                h_pad.permute(2, 0, 1), cell.permute(2, 0, 1), taps, pool)
             new_states.append((F.pad(h_last.permute(1, 2, 0), (1, 1)), c_last.permute(1, 2, 0)))
         return feats, new_states
 
