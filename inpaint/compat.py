@@ -24,6 +24,7 @@ from typing import Any
 __all__ = [
     "SUBCLASS_PRIVATE_API",
     "attached_trainer",
+    "cpu_has_native_bf16",
     "ddp_find_unused_parameters",
     "job_return_value",
     "validation_follows_batch",
@@ -123,3 +124,18 @@ def job_return_value(job_return: Any) -> Any:
         return job_return.return_value
     except Exception as e:
         return e
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether oneDNN has a fast bf16 path on this CPU (bf16 instructions, AVX512-BF16 / AMX, or AVX-512 by
+    conversion), so bf16 autocast speeds training up rather than being emulated slowly.
+
+    Reads ``torch.ops.mkldnn._is_mkldnn_bf16_supported()`` (checked on torch 2.13.0; no public accessor).
+    Fallback when it is missing or fails: False (fp32, the safe choice)."""
+    import torch
+
+    probe = getattr(getattr(torch.ops, "mkldnn", None), "_is_mkldnn_bf16_supported", None)
+    try:
+        return bool(probe()) if probe is not None else False
+    except RuntimeError:
+        return False

@@ -26,6 +26,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary, ProgressBar
 from omegaconf import DictConfig, OmegaConf
 
+from inpaint import compat
 from inpaint.callbacks import StepProgressBar
 from inpaint.checkpoints import check_checkpoint_class, load_weights
 from inpaint.cli import (
@@ -115,6 +116,22 @@ def callback_config(node: DictConfig, needs: ModelNeeds) -> DictConfig:
     return node
 
 
+def trainer_precision(cfg: DictConfig, needs: ModelNeeds) -> str:
+    """``trainer.precision``, with ``model`` (trainer=cpu's default) replaced by the model's declared CPU precision
+    (:attr:`~inpaint.models.needs.ModelNeeds.cpu_precision`): ``bf16-mixed`` needs a CPU with native bf16 (else
+    fp32, which emulated bf16 would only slow down); on another accelerator ``model`` means ``32-true``."""
+    precision = str(cfg.trainer.get("precision", "32-true"))
+    if precision != FROM_MODEL:
+        return precision
+    chosen = "32-true"
+    if str(cfg.trainer.get("accelerator", "cpu")) == "cpu" and needs.cpu_precision != "32-true":
+        native = needs.cpu_precision != "bf16-mixed" or compat.cpu_has_native_bf16()
+        chosen = needs.cpu_precision if native else "32-true"
+        log.info("trainer.precision=model: %s (the model's CPU default%s; trainer.precision=32-true for fp32)",
+                 chosen, "" if native else ": this CPU has no native bf16, so fp32")
+    return chosen
+
+
 def build_trainer(cfg: DictConfig, model: InpaintModule | None = None) -> L.Trainer:
     """The configured Trainer for ``model``: its declared checkpoint monitor, and ``inference_mode=False`` when
     its inference needs autograd (without a model, the defaults of :class:`ModelNeeds`)."""
@@ -128,7 +145,8 @@ def build_trainer(cfg: DictConfig, model: InpaintModule | None = None) -> L.Trai
     if cfg.trainer.get("enable_model_summary", True) and not any(isinstance(c, ModelSummary) for c in callbacks):
         callbacks.append(ModelSummary(max_depth=1))  # logged, so run.log has it (the rich one is only drawn)
     extra = {"inference_mode": False} if needs.inference_needs_grad else {}
-    return instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, **extra)
+    return instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks,
+                       precision=trainer_precision(cfg, needs), **extra)
 
 
 def _checkpoint_callback(trainer: L.Trainer) -> ModelCheckpoint | None:

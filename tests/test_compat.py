@@ -5,6 +5,7 @@ so an upgrade that renames the attribute fails here, naming the function, instea
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 import lightning as L
 import pytest
@@ -130,3 +131,18 @@ def test_private_members_our_subclasses_rely_on_still_exist(tmp_path):
 def test_every_compat_function_documents_versions_and_fallback(name):
     doc = getattr(compat, name).__doc__ or ""
     assert "checked on" in doc and "allback" in doc, name
+
+
+def test_cpu_has_native_bf16_agrees_with_the_cpu_flags():
+    """torch's probe against the kernel's own list of the CPU's features (Linux): bf16 instructions (AVX-512 BF16,
+    AMX) mean yes, no AVX-512 at all means no (oneDNN also runs bf16 on plain AVX-512, by conversion)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        pytest.skip("no /proc/cpuinfo on this system to compare with")
+    flags = set(cpuinfo.read_text().split())
+    if {"avx512_bf16", "amx_bf16"} & flags:
+        assert compat.cpu_has_native_bf16() is True
+    elif "avx512bw" not in flags:
+        assert compat.cpu_has_native_bf16() is False
+    else:
+        assert isinstance(compat.cpu_has_native_bf16(), bool)

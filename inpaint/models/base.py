@@ -104,6 +104,9 @@ class InpaintModule(L.LightningModule):
     checkpoint_monitor: tuple[str, str] = ("val/psnr", "max")
     #: model classes (dotted paths) whose checkpoints ``init_from=`` may start this one from
     init_from_classes: tuple[str, ...] = ()
+    #: what ``trainer.precision=model`` (trainer=cpu) becomes on a CPU with native bf16: ``bf16-mixed`` only where
+    #: measured faster and tested within tolerance of fp32 (:attr:`inpaint.models.needs.ModelNeeds.cpu_precision`)
+    cpu_precision: str = "32-true"
 
     def __init__(self, buckets: Sequence[Sequence[float]] = DEFAULT_BUCKETS, nan_check_every: int = 1,
                  optimizer: Any = None, scheduler: Any = None) -> None:
@@ -158,6 +161,7 @@ class InpaintModule(L.LightningModule):
             trainable=self.trainable, pretrained_weights=self.has_pretrained_weights, monitor=monitor,
             monitor_mode=mode, size_multiple=int(self.size_multiple), procedures=tuple(p.name for p in procedures),
             inference_needs_grad=any(p.needs_grad for p in procedures), init_from_classes=tuple(self.init_from_classes),
+            cpu_precision=self.cpu_precision,
         )
 
     def enable_hole_metrics(self, enabled: bool = True) -> InpaintModule:

@@ -191,6 +191,10 @@ class ContextEncoderModule(ContextEncoderBase):
             constant rate).
     """
 
+    #: trainer=cpu trains in bf16 autocast (1.6x per step, experiments/results/cpu_speed.md); the loss is taken in
+    #: fp32; tests/test_cpu_precision.py holds its loss and gradients to fp32's (the GAN variants stay fp32)
+    cpu_precision = "bf16-mixed"
+
     def __init__(
         self,
         generator: Mapping[str, Any] | None = None,

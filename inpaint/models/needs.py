@@ -31,6 +31,10 @@ class ModelNeeds:
         inference_needs_grad: a procedure optimises per image (GAN inversion): evaluation and prediction run
             with gradients and the trainer without inference mode.
         init_from_classes: model classes (dotted paths) whose checkpoints ``init_from=`` may start this one from.
+        cpu_precision: what ``trainer.precision=model`` (``trainer=cpu``'s default) becomes on a CPU: ``bf16-mixed``
+            for a model whose training steps were measured faster in bf16 autocast
+            (``experiments/results/cpu_speed.md``) with losses and gradients within tolerance of fp32
+            (``tests/test_cpu_precision.py``); ``32-true`` otherwise, and on a CPU without native bf16.
     """
 
     trainable: bool = True
@@ -43,6 +47,7 @@ class ModelNeeds:
     procedures: tuple[str, ...] = ("forward",)
     inference_needs_grad: bool = False
     init_from_classes: tuple[str, ...] = ()
+    cpu_precision: str = "32-true"
 
 
 def check_data(needs: ModelNeeds, model_name: str, size: tuple[int, int] | None, mask: Any) -> None:

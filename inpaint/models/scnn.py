@@ -31,6 +31,10 @@ class SCNNModule(InpaintModule):
     """SC-NN as a LightningModule: MSE to the clean image, one forward pass at inference; the optimizer (the
     paper's Adam 1e-3) is injected from ``model.optimizer``."""
 
+    #: trainer=cpu trains in bf16 autocast (1.5x per step, experiments/results/cpu_speed.md; the LIF dynamics stay
+    #: fp32); tests/test_cpu_precision.py holds its loss and gradients to fp32's
+    cpu_precision = "bf16-mixed"
+
     compile_targets = ("net",)
 
     def __init__(
