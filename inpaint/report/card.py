@@ -137,7 +137,7 @@ def protocol_of(cfg: DictConfig, digest: Mapping[str, Any], choices: Mapping[str
 def _checkpoint_training(ckpt: str | None) -> dict[str, Any]:
     """Training steps (and seconds, from the training run's own card) of a checkpoint a ``task=test`` run
     evaluated; None where unknown."""
-    out: dict[str, Any] = {"steps": None, "seconds": None}
+    out: dict[str, Any] = {"steps": None, "seconds": None, "command": None}
     if not ckpt or not Path(ckpt).is_file():
         return out
     try:
@@ -156,8 +156,20 @@ def _checkpoint_training(ckpt: str | None) -> dict[str, Any]:
                 continue
             if trained.get("steps") == out["steps"]:
                 out["seconds"] = trained.get("seconds")
+                out["command"] = json.loads(card.read_text()).get("command")
             break
     return out
+
+
+def file_sha256(path: str | Path | None) -> str | None:
+    """The sha256 of a file (a checkpoint kept out of git: the card says which one its numbers came from)."""
+    if not path or not Path(path).is_file():
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _wandb_loggers(loggers) -> list:
@@ -176,6 +188,7 @@ def write_card(cfg: DictConfig, out_dir: Path, model, trainer, results: Mapping[
     if training.get("steps") is None and cfg.task == "test":
         training = _checkpoint_training(ckpt)
     params = list(model.parameters())
+    command = " ".join(["python -m inpaint.run", *sys.argv[1:]]) if overrides else None
     wandb_runs = _wandb_loggers(trainer.loggers)
     url = run_id = None
     if wandb_runs:
@@ -188,7 +201,7 @@ def write_card(cfg: DictConfig, out_dir: Path, model, trainer, results: Mapping[
         "model": choices.get("model") or type(model).__name__,
         "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
         "task": str(cfg.task),
-        "command": " ".join(["python -m inpaint.run", *sys.argv[1:]]) if overrides else None,
+        "command": command,
         "overrides": overrides,
         "settings": settings_of(overrides),
         "procedure": model.procedure,
@@ -203,6 +216,9 @@ def write_card(cfg: DictConfig, out_dir: Path, model, trainer, results: Mapping[
         "seconds_per_image": model.fill_seconds.get("test"),
         "training": {"steps": training.get("steps"), "seconds": training.get("seconds")},
         "checkpoint": str(ckpt) if ckpt else None,
+        "checkpoint_sha256": file_sha256(ckpt),
+        # the command that trained the checkpoint: this run's own for task=fit, the training run's card's for a test
+        "checkpoint_command": (command if cfg.task == "fit" else training.get("command")) if ckpt else None,
         "wandb_url": url,
         "wandb_run_id": run_id,
         "config": _container(cfg),
@@ -268,8 +284,11 @@ def card_markdown(card: Mapping[str, Any]) -> str:
         f"- latency: {_fmt(card['seconds_per_image'])} s per image (test fill time)",
         f"- training: {_fmt(t['steps'], 'd')} steps, {_fmt(t['seconds'], '.1f')} s" if t["steps"] is not None
         else "- training: none recorded (not trained in this run and no step count in the checkpoint)",
-        f"- checkpoint: `{card['checkpoint']}`",
+        f"- checkpoint: `{card['checkpoint']}`" + (f", sha256 `{card['checkpoint_sha256']}`"
+                                                   if card.get("checkpoint_sha256") else ""),
     ]
+    if card.get("checkpoint_command") and card.get("task") == "test":
+        lines.append(f"- trained by: `{card['checkpoint_command']}`")
     if card.get("wandb_url"):
         lines.append(f"- W&B run: {card['wandb_url']}")
     elif card.get("wandb_run_id"):
