@@ -1,6 +1,6 @@
 """Time to beat the floor: how long each CIFAR-scale method trains on 2 CPU cores before it beats biharmonic.
 
-For each method, ``python -m inpaint.run experiment=floor_cifar model=...`` trains on the CIFAR-10 images (a folder
+For each method, ``python -m inpaint.run experiment=floor_<method>`` (``floor_cifar`` with the method's schedule) trains on the CIFAR-10 images (a folder
 of them, e.g. the JPEGs of ``../shared/data``), validating every ``val_check_interval`` steps on a fixed 1,024-image
 validation subset; :class:`inpaint.callbacks.FloorWatch` scores biharmonic on those same images and masks first
 and records when the method's mean PSNR and hole MSE first beat it (training minutes, steps, images seen) and the
@@ -9,7 +9,7 @@ time of a fixed reference workload on the same machine. The best checkpoint is t
 is a separate process, one at a time (nothing else should run: the times are wall times on this machine).
 
   python experiments/time_to_floor.py --images data/train --out experiments/results/time_to_floor \
-      --methods context_encoder scnn --minutes 15
+      --methods context_encoder scnn
 
 Writes ``time_to_floor.json`` (every curve and crossing), ``time_to_floor.md`` (the table, the commands) and
 ``time_to_floor.png`` (validation PSNR and hole MSE against training minutes, biharmonic as a line) into --out;
@@ -29,16 +29,13 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-#: method -> its overrides on top of experiment=floor_cifar: the schedule chosen to get there fast (the papers'
-#: recipes where they give one; departures said here and in the closing note)
+#: method -> its experiment (the schedule chosen to get there fast; the paper's recipe and the departures are in each
+#: experiment's comments) and any further overrides
 METHODS: dict[str, list[str]] = {
-    # CE-AE (Table 1's plain context autoencoder): Adam 1e-3 as the config (the paper gives no rate); the config's
-    # ExponentialLR 0.96 per epoch is nearly constant over minutes (1,250 steps an epoch at batch 32)
-    "context_encoder": ["model=context_encoder"],
-    # CE-AE-ov: the overlap trick (16x16 window, ring weight 20)
-    "context_encoder_ov": ["model=context_encoder", "model.overlap=4"],
-    # SC-NN: the paper's Adam 1e-3, MSE over the full image, T = 8
-    "scnn": ["model=scnn"],
+    "context_encoder": ["experiment=floor_ce"],                        # CE-AE (Table 1's plain L2 autoencoder)
+    "context_encoder_ov": ["experiment=floor_ce", "model.overlap=4"],  # CE-AE-ov: the overlap trick
+    "scnn": ["experiment=floor_scnn"],
+    "scnn_4000": ["experiment=floor_scnn", "trainer.max_steps=4000"],  # the same recipe over twice the steps
 }
 
 PROTOCOLS = {"cifar_center": ["protocol=cifar_center"],
@@ -133,41 +130,54 @@ def main() -> None:
     ap.add_argument("--masks", default=None, help="NVIDIA test masks folder (for --protocols nvidia_buckets)")
     ap.add_argument("--methods", nargs="+", default=["context_encoder", "scnn"], choices=sorted(METHODS))
     ap.add_argument("--protocols", nargs="+", default=["cifar_center"], choices=sorted(PROTOCOLS))
-    ap.add_argument("--minutes", type=float, default=15.0, help="training budget per method (wall minutes)")
+    ap.add_argument("--minutes", type=float, default=None,
+                    help="a wall-time ceiling per method (default: none, each experiment's trainer.max_steps is its "
+                         "budget, the length its learning-rate schedule is made for)")
     ap.add_argument("--out", default=str(REPO / "experiments/results/time_to_floor"))
-    ap.add_argument("--runs", default=str(REPO / "outputs/time_to_floor"))
+    ap.add_argument("--runs", default=str(REPO / "outputs/time_to_floor"), help="where the runs go")
     ap.add_argument("--report-only", action="store_true", help="rewrite the markdown and plot from --out's JSON")
+    ap.add_argument("--add", action="store_true",
+                    help="keep the other methods already in --out's JSON (a method run again replaces its entry)")
     ap.add_argument("overrides", nargs="*", help="extra overrides for every run (e.g. trainer.val_check_interval=500)")
     args = ap.parse_args()
-    out, runs = Path(args.out), Path(args.runs)
+    out = Path(args.out)
+    runs = Path(os.path.relpath(Path(args.runs).resolve(), REPO))  # the runs start in REPO: a relative path
+    # names no directory of this machine in the committed commands
     if args.report_only:
         results = json.loads((out / "time_to_floor.json").read_text())
         (out / "time_to_floor.md").write_text(markdown(results))
         plot(results, out / "time_to_floor.png")
         return
     out.mkdir(parents=True, exist_ok=True)
-    budget = int(args.minutes * 60)
-    max_time = f"00:{budget // 3600:02d}:{budget % 3600 // 60:02d}:{budget % 60:02d}"
-    common = ["experiment=floor_cifar", f"data.root={args.images}", "logger=csv", *args.overrides]
-    results: dict = {"command": "python " + " ".join(shlex.quote(a) for a in sys.argv), "runs": [], "methods": [],
-                     "biharmonic": {}, "minutes": args.minutes}
+    ceiling = []
+    if args.minutes is not None:
+        budget = int(args.minutes * 60)
+        ceiling = [f"+trainer.max_time=00:{budget // 3600:02d}:{budget % 3600 // 60:02d}:{budget % 60:02d}"]
+    common = [f"data.root={args.images}", "logger=csv", *args.overrides]
+    command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    results: dict = {"command": command, "runs": [], "methods": [], "biharmonic": {}, "minutes": args.minutes}
+    if args.add and (out / "time_to_floor.json").is_file():
+        results = json.loads((out / "time_to_floor.json").read_text())
+        results["command"] += "\n" + command
+        results["methods"] = [m for m in results["methods"] if m["method"] not in args.methods]
     for protocol in args.protocols:
         proto = PROTOCOLS[protocol] + ([f"mask.root={args.masks}"] if protocol == "nvidia_buckets" else [])
         bih_dir = runs / protocol / "biharmonic"
-        bih = [*common, *proto, "model=biharmonic", "task=test", f"hydra.run.dir={bih_dir}"]
-        results["runs"].append("python -m inpaint.run " + " ".join(shlex.quote(a) for a in bih))
-        rc, _ = run(bih, bih_dir / "stdout.log")
-        results["biharmonic"][protocol] = card_metrics(bih_dir) if rc == 0 else {"error": f"exit {rc}"}
+        bih = ["experiment=floor_cifar", *common, *proto, "model=biharmonic", "task=test", f"hydra.run.dir={bih_dir}"]
+        if protocol not in results["biharmonic"]:
+            results["runs"].append("python -m inpaint.run " + " ".join(shlex.quote(a) for a in bih))
+            rc, _ = run(bih, REPO / bih_dir / "stdout.log")
+            results["biharmonic"][protocol] = card_metrics(REPO / bih_dir) if rc == 0 else {"error": f"exit {rc}"}
         for method in args.methods:
             run_dir = runs / protocol / method
-            cmd = [*common, *proto, *METHODS[method], f"+trainer.max_time={max_time}", f"hydra.run.dir={run_dir}"]
+            cmd = [*METHODS[method], *common, *proto, *ceiling, f"hydra.run.dir={run_dir}"]
             results["runs"].append("python -m inpaint.run " + " ".join(shlex.quote(a) for a in cmd))
-            print(f"{protocol} / {method}: training for at most {args.minutes} minutes", flush=True)
-            rc, seconds = run(cmd, run_dir / "stdout.log")
-            fw = run_dir / "floor.json"
+            print(f"{protocol} / {method}: training", flush=True)
+            rc, seconds = run(cmd, REPO / run_dir / "stdout.log")
+            fw = REPO / run_dir / "floor.json"
             entry = {"method": method, "protocol": protocol, "exit": rc, "wall_seconds": seconds,
                      "floor_watch": json.loads(fw.read_text()) if fw.is_file() else None,
-                     "test": card_metrics(run_dir)}
+                     "test": card_metrics(REPO / run_dir)}
             results["methods"].append(entry)
             if entry["floor_watch"]:
                 results.setdefault("reference_workload_seconds", entry["floor_watch"]["reference_workload_seconds"])

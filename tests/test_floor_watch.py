@@ -65,3 +65,27 @@ def test_floor_watch_refuses_a_direction_it_does_not_know():
 def test_reference_workload_is_a_positive_time():
     torch.manual_seed(0)
     assert reference_workload_seconds(1) > 0
+
+
+@pytest.mark.parametrize("experiment", ["floor_ce", "floor_scnn"])
+def test_floor_schedules_anneal_to_zero_over_the_budget(experiment, make_cfg):
+    """The time-to-floor experiments: floor_cifar's data and FloorWatch, the method's model, and a cosine rate that
+    reaches 0 exactly at trainer.max_steps (whatever max_steps is given), stepped every step."""
+    from inpaint.run import build_model
+
+    cfg = make_cfg(f"experiment={experiment}", "data.root=/nowhere", "trainer.max_steps=40")
+    assert cfg.callbacks.floor_watch._target_.endswith("FloorWatch") and cfg.data.image_size == 32
+    assert cfg.trainer.precision == "model"  # bf16 where the model declares it and the CPU has it
+    model = build_model(cfg)
+    conf = model.configure_optimizers()
+    optimizer, scheduler = conf["optimizer"], conf["lr_scheduler"]["scheduler"]
+    assert conf["lr_scheduler"]["interval"] == "step"
+    start = optimizer.param_groups[0]["lr"]
+    assert start == cfg.model.optimizer.lr
+    rates = []
+    for _ in range(40):
+        optimizer.step()
+        scheduler.step()
+        rates.append(optimizer.param_groups[0]["lr"])
+    assert rates[19] == pytest.approx(start / 2, rel=1e-6) and rates[-1] == pytest.approx(0.0, abs=1e-12)
+    assert all(a >= b for a, b in zip(rates, rates[1:], strict=False))
