@@ -69,8 +69,10 @@ def test_trains_every_backbone(backbone, extra, cifar, make_cfg, tmp_path):
 def test_table1_experiment_composes(make_cfg):
     cfg = make_cfg("experiment=ce_table1", "data.root=/nowhere")
     assert cfg.model._target_.endswith("ContextEncoderModule") and cfg.model.overlap == 0
-    assert (cfg.data.batch_size, cfg.trainer.max_steps, cfg.mask.size) == (128, 35100, 8)
-    assert cfg.optimized_metric == "val/rec_loss"
+    # experiment=floor_ce's data and schedule: batch 64, the rate cosine-annealed over the steps given
+    assert (cfg.data.batch_size, cfg.trainer.max_steps, cfg.mask.size) == (64, 3000, 8)
+    assert cfg.model.scheduler.T_max == cfg.trainer.max_steps == cfg.trainer.val_check_interval
+    assert cfg.optimized_metric == "val/rec_loss" and cfg.callbacks.floor_watch is None
 
 
 # ------------------------------------------------------------------------------------- model pieces
