@@ -151,12 +151,13 @@ def _checkpoint_training(ckpt: str | None) -> dict[str, Any]:
         card = cand / CARD_JSON
         if card.is_file():
             try:
-                trained = json.loads(card.read_text()).get("training") or {}
+                training_card = json.loads(card.read_text())
             except ValueError:
                 continue
+            trained = training_card.get("training") or {}
             if trained.get("steps") == out["steps"]:
                 out["seconds"] = trained.get("seconds")
-                out["command"] = json.loads(card.read_text()).get("command")
+                out["command"] = training_card.get("command")
             break
     return out
 
