@@ -108,6 +108,24 @@ _PGGAN_PRIORS = {
     )
 }
 
+# LPIPS v0.1 linear layers (legacy torch pickles, storages tagged cuda:0; loaded on the CPU). The sha256s are of
+# the files in richzhang/PerceptualSimilarity, byte-identical in the lpips 0.1.4 wheel.
+_LP_RAW = "https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1"
+_LPIPS_LINS = {
+    f"lpips_{net}_v0.1": WeightSpec(
+        name=f"lpips_{net}_v0.1",
+        filename=f"lpips-v0.1-{net}.pth",
+        url=f"{_LP_RAW}/{net}.pth",
+        sha256=sha,
+        description=f"LPIPS v0.1 linear weights for the {backbone} backbone ({size} kB)",
+        source=f"richzhang/PerceptualSimilarity lpips/weights/v0.1/{net}.pth (also in the lpips 0.1.4 wheel)",
+    )
+    for net, backbone, size, sha in (
+        ("vgg", "VGG16", 7, "a78928a0af1e5f0fcb1f3b9e8f8c3a2a5a3de244d830ad5c1feddc79b8432868"),
+        ("alex", "AlexNet", 6, "df73285e35b22355a2df87cdb6b70b343713b667eddbda73e1977e0c860835c0"),
+    )
+}
+
 REGISTRY: dict[str, WeightSpec] = {
     "vgg19": WeightSpec(
         name="vgg19",
@@ -125,6 +143,26 @@ REGISTRY: dict[str, WeightSpec] = {
         description="VGG16 ImageNet weights (torchvision layout, 528 MB)",
         source=f"torchvision VGG16_Weights.IMAGENET1K_V1, {_TV_PAGE}",
     ),
+    "alexnet": WeightSpec(
+        name="alexnet",
+        filename="alexnet-owt-7be5be79.pth",
+        url="https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
+        sha256="7be5be79",  # torchvision loads it with check_hash=True, so the name carries the prefix
+        description="AlexNet ImageNet weights (torchvision layout, 233 MB; the LPIPS 'alex' backbone)",
+        source=f"torchvision AlexNet_Weights.IMAGENET1K_V1, {_TV_PAGE}",
+    ),
+    # The TF Inception graph of 2015-12-05 converted by pytorch-fid (torchvision Inception3 keys, fc 1008).
+    # No checksum: neither pytorch-fid nor torch-fidelity passes check_hash, so '6726825d' in the name is
+    # not known to be a sha256 prefix, and checking it as one could reject the genuine file.
+    "fid_inception": WeightSpec(
+        name="fid_inception",
+        filename="pt_inception-2015-12-05-6726825d.pth",
+        url="https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth",
+        sha256=None,
+        description="FID InceptionV3 (TF graph 2015-12-05 converted to PyTorch by pytorch-fid, 96 MB)",
+        source="pytorch-fid release 'fid_weights', https://github.com/mseitzer/pytorch-fid/releases",
+    ),
+    **_LPIPS_LINS,
     **_PGGAN_PRIORS,
 }
 
