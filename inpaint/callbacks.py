@@ -330,7 +330,9 @@ class FloorWatch(L.Callback):
         self._images = 0
 
     def _floor_scores(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
-        from inpaint.metrics import InpaintMetrics  # the same metric definitions as the model's validation
+        from inpaint.evaluation.metrics import (
+            InpaintMetrics,  # the same metric definitions as the model's validation
+        )
 
         floor = self.floor
         if floor is None or isinstance(floor, dict):

@@ -17,19 +17,23 @@ import os
 import re
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 from hydra.errors import InstantiationException
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from inpaint.config_dir import CONF_DIR, find_conf_dir
 from inpaint.errors import CheckpointMismatchError, ImageReadError
 
+if TYPE_CHECKING:
+    import lightning as L
+
 __all__ = ["CONF_DIR", "NOISE", "USER_ERRORS", "ConsoleFormatter", "echo", "find_conf_dir", "guarded",
-           "instantiate", "plain", "report_user_error", "setup_logging", "user_message"]
+           "build_datamodule", "build_mask", "instantiate", "plain", "report_user_error", "setup_logging", "user_message"]
 
 #: errors caused by the user's input: reported as one message, without a stack trace
 USER_ERRORS = (
@@ -164,7 +168,7 @@ def _record_failure(cfg, error: str) -> None:
     """A failed run leaves a results card saying why (``card.json`` with ``status: failed``) in its run
     directory, when it has one, so ``python -m inpaint.report`` can list it."""
     try:
-        from inpaint.report import write_failed_card
+        from inpaint.evaluation.card import write_failed_card
 
         write_failed_card(cfg, error)
     except Exception as e:  # the original error matters more than a card that could not be written
@@ -184,3 +188,22 @@ class ConsoleFormatter(logging.Formatter):
 def plain(node) -> dict:
     """A config mapping (or None) as a plain, resolved dict."""
     return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node or {})
+
+
+# ------------------------------------------------------------------------------------------- data of a config
+def build_mask(cfg: DictConfig, mask_ratio: Sequence[float] | None = None):
+    """The configured mask generator; ``mask_ratio`` restricts it to one hole-ratio range."""
+    mask_cfg = cfg.mask
+    if mask_ratio is not None:
+        if "ratio" not in mask_cfg:
+            raise ValueError(
+                f"eval.per_bucket=true needs a mask generator with a hole-ratio option (mask=nvidia, freeform "
+                f"or blocks); {mask_cfg._target_} has none. Use eval.per_bucket=false with this mask."
+            )
+        mask_cfg = OmegaConf.merge(mask_cfg, {"ratio": [float(r) for r in mask_ratio]})
+    return instantiate(mask_cfg)
+
+
+def build_datamodule(cfg: DictConfig, mask_ratio: Sequence[float] | None = None) -> L.LightningDataModule:
+    """The configured DataModule; ``mask_ratio`` restricts the mask generator to one hole-ratio range."""
+    return instantiate(cfg.data, mask=build_mask(cfg, mask_ratio), seed=cfg.seed)

@@ -18,7 +18,6 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 
 from inpaint.compat import wandb_init_settings
-from inpaint.metrics import metric_rows, metrics_table, reported_metrics
 from inpaint.overrides import parse_overrides
 
 log = logging.getLogger(__name__)
@@ -172,25 +171,3 @@ def log_image(loggers: Iterable[Logger], key: str, image: np.ndarray, step: int)
             lg.log_image(key=key, images=[image], step=step)
         elif isinstance(lg, TensorBoardLogger):
             lg.experiment.add_image(key, image, global_step=step, dataformats="HWC")
-
-
-def log_metric_table(
-    loggers: Iterable[Logger],
-    key: str,
-    results: dict[str, float],
-    buckets: Sequence[Sequence[float]],
-    prefix: str = "",
-) -> None:
-    """Log the per-bucket metric table: a W&B Table, a TensorBoard markdown text."""
-    loggers = list(loggers)
-    if not loggers:
-        return
-    metrics = reported_metrics(results, prefix)
-    rows = [
-        [label, int(count or 0), *values] for label, count, values in metric_rows(results, buckets, prefix, metrics)
-    ]
-    for lg in loggers:
-        if isinstance(lg, WandbLogger):
-            lg.log_table(key=key, columns=["bucket", "n", *metrics], data=rows)
-        elif isinstance(lg, TensorBoardLogger):
-            lg.experiment.add_text(key, metrics_table(results, buckets, prefix=prefix))

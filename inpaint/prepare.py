@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from inpaint.cli import USER_ERRORS, instantiate, report_user_error
 from inpaint.config_dir import CONF_DIR
 from inpaint.data.datasets.base import DatasetDataModule
-from inpaint.metrics import bucket_name
+from inpaint.evaluation.metrics import bucket_name
 
 log = logging.getLogger("inpaint.prepare")
 

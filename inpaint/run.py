@@ -17,7 +17,6 @@ import logging
 import sys
 import time
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 
 import hydra
@@ -31,6 +30,8 @@ from inpaint.callbacks import StepProgressBar
 from inpaint.checkpoints import check_checkpoint_class, load_weights
 from inpaint.cli import (
     USER_ERRORS,
+    build_datamodule,
+    build_mask,
     echo,
     guarded,
     instantiate,
@@ -40,16 +41,16 @@ from inpaint.cli import (
 )
 from inpaint.config_dir import CONF_DIR
 from inpaint.data.datamodule import InpaintDataModule
-from inpaint.loggers import log_metric_table
-from inpaint.metrics import bucket_name, comparison_table, metrics_table, reported_metrics
+from inpaint.evaluation.card import metric_tables, metrics_markdown, write_card
+from inpaint.evaluation.evaluator import EvalSpec
+from inpaint.evaluation.runs import test_per_bucket
 from inpaint.models.base import InpaintModule
 from inpaint.models.needs import ModelNeeds, check_data
-from inpaint.report import combine_digests, write_card
 from inpaint.resume import latest_checkpoint, resume_arguments
 
 log = logging.getLogger("inpaint.run")
 
-__all__ = ["CONF_DIR", "USER_ERRORS", "user_message", "main", "run"]
+__all__ = ["CONF_DIR", "USER_ERRORS", "build_datamodule", "build_mask", "user_message", "main", "run"]
 
 
 def build_model(cfg: DictConfig) -> InpaintModule:
@@ -57,8 +58,7 @@ def build_model(cfg: DictConfig) -> InpaintModule:
     if not isinstance(model, InpaintModule):
         raise ValueError(f"model._target_={cfg.model._target_} is not an inpaint.models.base.InpaintModule")
     model.inference_seed = int(cfg.seed)  # per-sample randomness of stochastic fills (sample_generators)
-    if cfg.eval.get("hole_metrics", False):
-        model.enable_hole_metrics()
+    model.configure_evaluation(EvalSpec.from_config(cfg.eval))
     compare = cfg.eval.get("compare")
     model.configure_inference(
         procedure=cfg.eval.get("procedure"),
@@ -68,24 +68,6 @@ def build_model(cfg: DictConfig) -> InpaintModule:
     if cfg.get("channels_last"):
         model = model.use_channels_last()
     return model
-
-
-def build_mask(cfg: DictConfig, mask_ratio: Sequence[float] | None = None):
-    """The configured mask generator; ``mask_ratio`` restricts it to one hole-ratio range."""
-    mask_cfg = cfg.mask
-    if mask_ratio is not None:
-        if "ratio" not in mask_cfg:
-            raise ValueError(
-                f"eval.per_bucket=true needs a mask generator with a hole-ratio option (mask=nvidia, freeform "
-                f"or blocks); {mask_cfg._target_} has none. Use eval.per_bucket=false with this mask."
-            )
-        mask_cfg = OmegaConf.merge(mask_cfg, {"ratio": [float(r) for r in mask_ratio]})
-    return instantiate(mask_cfg)
-
-
-def build_datamodule(cfg: DictConfig, mask_ratio: Sequence[float] | None = None) -> L.LightningDataModule:
-    """The configured DataModule; ``mask_ratio`` restricts the mask generator to one hole-ratio range."""
-    return instantiate(cfg.data, mask=build_mask(cfg, mask_ratio), seed=cfg.seed)
 
 
 def check_accelerator(cfg: DictConfig) -> None:
@@ -215,15 +197,20 @@ def run(cfg: DictConfig) -> dict[str, float]:
     else:
         test_ckpt = ckpt_path
     if cfg.eval.get("per_bucket"):
-        results = test_per_bucket(cfg, model, trainer, datamodule, test_ckpt or None)
+        def bucket_data(lo: float, hi: float) -> L.LightningDataModule:
+            mask = build_mask(cfg, mask_ratio=(lo, hi))  # only the masks change: the same images and splits
+            return datamodule.with_mask(mask) if isinstance(datamodule, InpaintDataModule) else \
+                build_datamodule(cfg, (lo, hi))
+
+        results = test_per_bucket(model, trainer, bucket_data, [tuple(b) for b in cfg.eval.buckets],
+                                  test_ckpt or None)
     else:
         trainer.test(model, datamodule=datamodule, ckpt_path=test_ckpt or None, weights_only=True, verbose=False)
         results = dict(model.test_results)
 
     if trainer.is_global_zero:
-        write_report(cfg, out_dir, results, model.val_results, test_ckpt, model.eval_variants, model.procedure,
-                     model.fill_seconds.get("test"))
-        write_card(cfg, out_dir, model, trainer, results, test_ckpt, training)
+        card = write_card(cfg, out_dir, model, trainer, results, test_ckpt, training)
+        write_report(cfg, out_dir, card, model.val_results)
     # validation numbers for sweepers: the checkpoint's monitored best, else the last validation
     summary = {**model.val_results, **results}
     cb = _checkpoint_callback(trainer)
@@ -232,112 +219,23 @@ def run(cfg: DictConfig) -> dict[str, float]:
     return summary
 
 
-def test_per_bucket(
-    cfg: DictConfig,
-    model: InpaintModule,
-    trainer: L.Trainer,
-    datamodule: L.LightningDataModule,
-    ckpt: str | None,
-) -> dict[str, float]:
-    """One test run per ``eval.buckets`` entry with the masks restricted to it, merged into one result.
-
-    The images are ``datamodule``'s; only its mask generator changes per bucket (the dataset's lists,
-    checks and carved splits are not rebuilt).
-
-    Bucket ``[lo, hi)``'s overall numbers become ``test/<metric>@lo-hi`` (and ``test/count@lo-hi``); the
-    plain ``test/<metric>`` keys are the image-weighted mean over all bucket runs."""
-    merged: dict[str, float] = {}
-    totals: dict[str, float] = {}
-    n_total = 0.0
-    digests: dict[str, dict] = {}
-    fill_total = 0.0
-    for lo, hi in cfg.eval.buckets:
-        log.info("per-bucket evaluation: hole ratio [%s, %s)", lo, hi)
-        mask = build_mask(cfg, mask_ratio=(lo, hi))
-        bucket_data = (
-            datamodule.with_mask(mask)
-            if isinstance(datamodule, InpaintDataModule)
-            else build_datamodule(cfg, (lo, hi))
-        )
-        # verbose=False: Lightning's table would show this one bucket's run as the plain test/ keys
-        trainer.test(model, datamodule=bucket_data, ckpt_path=ckpt, weights_only=True, verbose=False)
-        suffix = "@" + bucket_name(lo, hi)
-        res = model.test_results
-        digests[bucket_name(lo, hi)] = dict(model.test_digest)
-        n = float(res.get("test/count", 0.0))
-        if "test" in model.fill_seconds:
-            fill_total += model.fill_seconds["test"] * n
-        for key, value in res.items():
-            if "@" in key:  # the run's own ratio grouping: superseded by the bucket it was restricted to
-                continue
-            merged[key + suffix] = value
-            if key != "test/count" and n > 0:
-                totals[key] = totals.get(key, 0.0) + value * n
-        n_total += n
-    merged.update({k: v / n_total for k, v in totals.items()} if n_total else {})
-    merged["test/count"] = n_total
-    model.test_digest = combine_digests(digests)
-    if n_total and "test" in model.fill_seconds:  # the fill time per image over every bucket's run
-        model.fill_seconds["test"] = fill_total / n_total
-    log_metric_table(
-        trainer.loggers, "test/per_bucket_table", merged, [tuple(b) for b in cfg.eval.buckets], prefix="test/"
-    )
-    return merged
-
-
-def write_report(
-    cfg: DictConfig,
-    out_dir: Path,
-    test: dict,
-    val: dict,
-    ckpt: str | None,
-    variants: dict[str, str] | None = None,
-    procedure: str | None = None,
-    seconds_per_image: float | None = None,
-) -> None:
-    """``metrics.json`` (every number) and ``metrics.md`` (the per-bucket table) in the run dir.
-
-    ``variants`` (label -> key prefix, from a model that scores several inference procedures, e.g. ISNet
-    with and without PRA) adds a side-by-side table shaped like ISNet's Table 5; ``procedure`` is the
-    inference procedure the main numbers come from, ``seconds_per_image`` its mean fill time in the test."""
+def write_report(cfg: DictConfig, out_dir: Path, card: dict, val: dict) -> None:
+    """``metrics.json`` (every number) and ``metrics.md`` (rendered from the results card) in the run dir."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    buckets = [tuple(b) for b in cfg.eval.buckets]
     report = {
         "model": cfg.model._target_,
         "task": cfg.task,
-        "procedure": procedure,
-        "seconds_per_image": seconds_per_image,
-        "checkpoint": str(ckpt) if ckpt else None,
+        "procedure": card["procedure"],
+        "seconds_per_image": card["seconds_per_image"],
+        "checkpoint": card["checkpoint"],
         "protocol": "per_bucket" if cfg.eval.get("per_bucket") else "pooled",
-        "test": test,
+        "test": card["metrics"],
         "last_val": val,
     }
     (out_dir / "metrics.json").write_text(json.dumps(report, indent=2))
-    if any(k.startswith("test/psnr") for k in test):
-        table = metrics_table(test, buckets, prefix="test/")
-    else:  # a model that does not inpaint (a generative prior): only its own numbers below
-        table = "(no inpainting scores: the model does not inpaint)"
-    protocol = (
-        "one test run per bucket, masks restricted to its hole ratio (eval.per_bucket=true)"
-        if cfg.eval.get("per_bucket")
-        else "one test run, images grouped by their mask's hole ratio"
-    )
-    header = (
-        f"# Test metrics\n\nmodel: `{cfg.model._target_}`  \n"
-        f"inference procedure: `{procedure or 'none (the model does not inpaint)'}`  \n"
-        f"checkpoint: `{ckpt}`  \nbuckets: {protocol}\n\n"
-    )
-    shown = set(reported_metrics(test, "test/")) | {"count"}
-    others = {k: v for k, v in test.items() if k.startswith("test/") and "@" not in k and "/" not in k[5:]
-              and k[5:] not in shown}
-    if others:  # a model's own numbers (a density model's NLL, a prior's SWD), listed under the table
-        table += "\n\nOther test metrics:\n\n| metric | value |\n|---|---|\n" + "\n".join(
-            f"| {k} | {float(v):.5g} |" for k, v in sorted(others.items()))
-    side = ""
-    if variants and len(variants) > 1:
-        side = "\n\nSide by side (" + ", ".join(variants) + "):\n\n" + comparison_table(test, buckets, variants)
-    (out_dir / "metrics.md").write_text(header + table + side + "\n")
-    echo(f"\nTest metrics (composite, per image then averaged):\n{table}{side}\n\nRun directory: {out_dir.resolve()}")
+    (out_dir / "metrics.md").write_text(metrics_markdown(card))
+    echo(f"\nTest metrics (composite, per image then averaged):\n{metric_tables(card)}\n\n"
+         f"Run directory: {out_dir.resolve()}")
 
 
 def _fit_or_test(cfg: DictConfig) -> float | None:

@@ -13,18 +13,16 @@ import torch
 from conftest import tiny
 from lightning.pytorch.loggers import WandbLogger
 
-from inpaint.loggers import log_metric_table
-from inpaint.metrics import (
+from inpaint.evaluation.metrics import (
     HOLE_METRIC_NAMES,
     METRIC_NAMES,
     InpaintMetrics,
-    metric_rows,
-    metrics_table,
     per_image_hole_metrics,
     per_image_metrics,
     reported_metrics,
 )
-from inpaint.models.base import InpaintModule
+from inpaint.evaluation.tables import log_metric_table, metric_rows, metrics_table
+from inpaint.models.base import InpaintModule, Procedure
 from inpaint.models.biharmonic import BiharmonicModule
 from inpaint.run import run
 from inpaint.sweeps import _job_metrics
@@ -196,26 +194,40 @@ def test_disabled_keeps_keys_and_tables_unchanged() -> None:
         assert wandb.log_table.call_args.kwargs["columns"] == ["bucket", "n", *names]
 
 
-class _TwoMetricsModule(InpaintModule):
-    """A model with a metric object of its own next to the base class's (like ISNet's single-pass scores)."""
+class _TwoProceduresModule(InpaintModule):
+    """A model that scores a second procedure side by side (like ISNet's single pass next to PRA)."""
 
     def __init__(self) -> None:
         super().__init__(buckets=((0.1, 0.2),))
-        self.extra_metrics = InpaintMetrics(self.buckets)
 
     def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return image
 
+    def procedures(self):
+        return [*super().procedures(), Procedure("zero", lambda image, mask, index: image * (1 - mask))]
 
-def test_enable_hole_metrics_switches_every_metric_object() -> None:
-    model = _TwoMetricsModule()
-    assert not model.hole_metrics and model.val_metrics.names == METRIC_NAMES
+    def default_compare(self):
+        return ("zero",)
+
+
+def test_enable_hole_metrics_switches_every_score_set() -> None:
+    model = _TwoProceduresModule()
+    assert not model.hole_metrics and model.evaluators["val"].main.per_image.names == METRIC_NAMES
+    before = set(model.state_dict())
     assert model.enable_hole_metrics() is model and model.hole_metrics
-    for metric in (model.val_metrics, model.test_metrics, model.extra_metrics):
-        assert metric.hole_metrics and metric.names == METRIC_NAMES + HOLE_METRIC_NAMES
-        assert metric.buckets == ((0.1, 0.2),)
-    assert set(model.state_dict()) == set(_TwoMetricsModule().state_dict())  # checkpoints are unaffected
-    assert BiharmonicModule().enable_hole_metrics().test_metrics.hole_metrics
+    image, mask = torch.rand(2, 3, 16, 16), torch.zeros(2, 1, 16, 16)
+    mask[:, :, 4:9, 4:9] = 1.0
+    for stage in ("val", "test"):
+        model._eval_step({"image": image, "mask": mask, "index": torch.arange(2)}, stage)
+        evaluator = model.evaluators[stage]
+        for scores in (evaluator.main, evaluator.variants["zero"]):
+            metric = scores.per_image
+            assert metric.hole_metrics and metric.names == METRIC_NAMES + HOLE_METRIC_NAMES
+            assert metric.buckets == ((0.1, 0.2),)
+        results, _ = evaluator.compute(stage)
+        assert f"{stage}/zero/mse_hole" in results and f"{stage}/mse_hole" in results
+    assert set(model.state_dict()) == before  # checkpoints are unaffected
+    assert BiharmonicModule().enable_hole_metrics().evaluators["test"].spec.hole_metrics
 
 
 def test_run_reports_hole_metrics_on_the_cifar_centre_hole(make_cfg) -> None:

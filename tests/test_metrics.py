@@ -1,4 +1,4 @@
-"""Tests for inpaint.metrics against independent references (skimage / numpy / hand-built cases)."""
+"""Tests for inpaint.evaluation.metrics against independent references (skimage / numpy / hand-built cases)."""
 
 from __future__ import annotations
 
@@ -10,16 +10,16 @@ import torch
 import torch.nn.functional as F
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from inpaint.metrics import (
+from inpaint.evaluation.metrics import (
     DEFAULT_BUCKETS,
     METRIC_NAMES,
     PSNR_MAX,
     InpaintMetrics,
     bucket_name,
     hole_ratio,
-    metrics_table,
     per_image_metrics,
 )
+from inpaint.evaluation.tables import metrics_table
 
 # SSIM: ours runs in float32 (E[x^2] - mu^2 cancellation, ~1e-7 per window), skimage in float64. Measured max
 # |difference| is <= 4e-7 over sizes 11..256 and noise 0.01..0.5, so 1e-5 leaves 25x headroom yet would catch

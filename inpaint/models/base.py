@@ -3,6 +3,8 @@
 Model API (DESIGN.md section 3):
   ``forward(image, mask) -> prediction`` ``[B,3,H,W]`` in [0,1] (before compositing);
   ``inpaint(image, mask) -> composite = pred*mask + image*(1-mask)``.
+Scoring belongs to :mod:`inpaint.evaluation` (an :class:`~inpaint.evaluation.evaluator.Evaluator` per stage); a
+model adds its own numbers or images through the one hook :meth:`InpaintModule.evaluation_terms`.
 Validation, test, the image grids and ``inpaint.predict`` all go through ``inpaint``, which runs one of the
 model's named inference procedures (:meth:`InpaintModule.inference_procedures`: ``forward`` by default; ISNet's
 ``pra``, a density model's ``argmax`` / ``sample`` / ``mean`` decoding, GAN inversion), so every procedure is
@@ -13,7 +15,6 @@ The mask is 1 = hole everywhere outside a model; a paper with the opposite polar
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import inspect
 import logging
 import time
@@ -25,11 +26,12 @@ import lightning as L
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torchmetrics import MeanMetric
 
 from inpaint.checkpoint_io import CHECKPOINT_CLASS_KEY, class_path
-from inpaint.loggers import log_metric_table
-from inpaint.metrics import DEFAULT_BUCKETS, InpaintMetrics
+from inpaint.evaluation.evaluator import EvalSpec, EvalTerms, Evaluator
+from inpaint.evaluation.metrics import DEFAULT_BUCKETS
+from inpaint.evaluation.protocol import DIGEST_MOD, DigestAccumulator
+from inpaint.evaluation.tables import log_metric_table
 from inpaint.models.needs import ModelNeeds
 from inpaint.models.optimizers import Injected, scheduler_config
 from inpaint.models.options import read_options
@@ -59,21 +61,6 @@ class Procedure:
     needs_grad: bool = False
 
 
-#: per-sample digests are summed modulo this (62 bits: a DDP all-gather of the sums fits int64)
-DIGEST_MOD = 1 << 62
-
-
-def sample_digest_sum(values: Tensor) -> int:
-    """Sum (mod :data:`DIGEST_MOD`) of a digest of each sample of ``values`` ``[B, ...]`` (integer-valued:
-    uint8 levels, a boolean mask), hashed with its shape, so the same samples give the same sum in any order."""
-    q = values.to(torch.uint8).contiguous().cpu().numpy()
-    total = 0
-    for sample in q:
-        h = hashlib.sha256(repr(sample.shape).encode() + sample.tobytes()).digest()
-        total += int.from_bytes(h[:8], "little") % DIGEST_MOD
-    return total % DIGEST_MOD
-
-
 class InpaintModule(L.LightningModule):
     """Base class: subclasses implement ``forward`` and (if trainable) ``training_step``; the optimizer and
     scheduler are injected from the config (:mod:`inpaint.models.optimizers`) and built by the one
@@ -89,8 +76,8 @@ class InpaintModule(L.LightningModule):
         scheduler: ``model.scheduler`` (optional), a partial of a learning-rate scheduler called with the
             optimizer; its ``interval`` / ``frequency`` / ``monitor`` keys go to Lightning.
 
-    The hole metrics (``eval.hole_metrics=true``) are switched on after construction with
-    :meth:`enable_hole_metrics`, so a subclass's ``__init__`` needs no argument for them.
+    What is scored (``eval.hole_metrics``, ``eval.metrics``: LPIPS, FID, KID, P/U-IDS) is set after
+    construction with :meth:`configure_evaluation`, so a subclass's ``__init__`` needs no argument for it.
     """
 
     #: inputs are padded to a multiple of this by ``inpaint.predict`` (e.g. 16 for a 4x-downsampling net)
@@ -126,24 +113,21 @@ class InpaintModule(L.LightningModule):
         self.inference_opts = self.InferenceOptions() if self.InferenceOptions is not None else None
         self.buckets = tuple(tuple(float(x) for x in b) for b in buckets)
         self.nan_check_every = int(nan_check_every)
-        self.hole_metrics = False
-        self.val_metrics = InpaintMetrics(self.buckets)
-        self.test_metrics = InpaintMetrics(self.buckets)
+        #: what validation and test score (:meth:`configure_evaluation`)
+        self.eval_spec = EvalSpec(buckets=self.buckets)
+        #: the scoring of each stage (metric states only: nothing of it is in a checkpoint)
+        self.evaluators = nn.ModuleDict({"val": Evaluator(self.eval_spec), "test": Evaluator(self.eval_spec)})
         self.test_results: dict[str, float] = {}
         self.val_results: dict[str, float] = {}
         #: the run seed (``inpaint.run`` sets it from ``seed``) that :meth:`sample_generators` combines with
         #: each sample's index
         self.inference_seed = 0
-        #: fill time per image of validation / test (logged as ``<stage>/seconds_per_image``; the last value in
-        #: :attr:`fill_seconds`)
-        self.fill_time = nn.ModuleDict({"val": MeanMetric(), "test": MeanMetric()})
+        #: fill time per image of the last validation / test (also logged as ``<stage>/seconds_per_image``)
         self.fill_seconds: dict[str, float] = {}
-        #: scores of the compared procedures, ``<stage>_<name>`` (made on first use)
-        self.procedure_metrics = nn.ModuleDict()
         #: what the last test evaluated (:meth:`on_test_end`): ``{"count", "images", "masks"}``, the number of
         #: test samples and order-independent hashes of their images and masks (the results card's protocol)
         self.test_digest: dict[str, Any] = {}
-        self._digest_acc = [0, 0, 0]
+        self._digest = DigestAccumulator()
 
     # ----------------------------------------------------------------------------------- declaration
     @property
@@ -164,20 +148,24 @@ class InpaintModule(L.LightningModule):
             cpu_precision=self.cpu_precision,
         )
 
+    @property
+    def hole_metrics(self) -> bool:
+        return self.eval_spec.hole_metrics
+
+    def configure_evaluation(self, spec: EvalSpec) -> InpaintModule:
+        """Score validation and test as ``spec`` says (``inpaint.run`` passes ``eval.*``): the hole metrics, the
+        field's metrics (:mod:`inpaint.evaluation.field`). The evaluators are rebuilt, so call it before
+        evaluating; their states are not part of the checkpoint. The buckets stay the model's."""
+        self.eval_spec = dataclasses.replace(spec, buckets=self.buckets)
+        self.evaluators = nn.ModuleDict({"val": Evaluator(self.eval_spec), "test": Evaluator(self.eval_spec)})
+        self.evaluators.to(self.device)
+        return self
+
     def enable_hole_metrics(self, enabled: bool = True) -> InpaintModule:
         """``eval.hole_metrics=true``: also score ``mse_hole``, ``l2_paper``, ``l2_paper_255``, ``maem_hole``
         and ``maem_channel`` (``val/mse_hole``, ``test/l2_paper@10-20``, ...; see
-        :func:`inpaint.metrics.per_image_hole_metrics`).
-
-        Every :class:`~inpaint.metrics.InpaintMetrics` child is rebuilt with the switch (the base class's
-        and any a subclass added, e.g. ISNet's single-pass scores), so call it before evaluating; the
-        metrics' states are not part of the checkpoint."""
-        self.hole_metrics = bool(enabled)
-        for name, child in list(self.named_children()):
-            if isinstance(child, InpaintMetrics):
-                setattr(self, name, InpaintMetrics(child.buckets, hole_metrics=self.hole_metrics))
-        self.procedure_metrics = nn.ModuleDict()
-        return self
+        :func:`inpaint.evaluation.metrics.per_image_hole_metrics`)."""
+        return self.configure_evaluation(dataclasses.replace(self.eval_spec, hole_metrics=bool(enabled)))
 
     def compile_networks(self, **kwargs) -> InpaintModule:
         """``compile=true``: compile each network in :attr:`compile_targets` in place (``nn.Module.compile``,
@@ -313,12 +301,6 @@ class InpaintModule(L.LightningModule):
         """Names of the options :meth:`configure_inference` accepts besides ``procedure`` and ``compare``."""
         return tuple(f.name for f in dataclasses.fields(self.InferenceOptions)) if self.InferenceOptions else ()
 
-    def _procedure_metrics(self, stage: str, name: str) -> InpaintMetrics:
-        key = f"{stage}_{name}"
-        if key not in self.procedure_metrics:
-            self.procedure_metrics[key] = InpaintMetrics(self.buckets, hole_metrics=self.hole_metrics).to(self.device)
-        return self.procedure_metrics[key]
-
     @property
     def eval_variants(self) -> dict[str, str]:
         """Inference procedures scored side by side: column label -> key prefix after ``<stage>/`` (the
@@ -369,20 +351,38 @@ class InpaintModule(L.LightningModule):
             torch.cuda.synchronize(image.device)
         return composite, time.perf_counter() - start
 
-    def _eval_step(self, batch: dict, stage: str) -> Tensor:
-        """Score the active procedure (and each compared one) on a batch; record the fill time per image."""
-        image, mask, index = batch["image"], batch["mask"], batch.get("index")
+    def evaluation_terms(self, batch: dict, composite: Tensor | None, stage: str) -> EvalTerms | None:
+        """The one hook through which a model adds to evaluation (:class:`~inpaint.evaluation.evaluator.EvalTerms`):
+        numbers of its own (a density model's NLL, the context encoder's reconstruction loss; weighted means,
+        ``<stage>/<name>``), images scored like the composite (mGANprior's raw output, ``<stage>/raw/...``) and
+        samples kept for :meth:`evaluation_summary` (a prior's real images). Called after the batch is filled
+        (``composite`` is None for a model that does not inpaint); None: nothing."""
+        return None
+
+    def evaluation_summary(self, stage: str, samples: dict[str, Tensor]) -> dict[str, float]:
+        """Numbers over the whole stage from the samples :meth:`evaluation_terms` kept (gathered from every
+        process, each once, in index order): ``{key: value}`` reported as ``<stage>/<key>``."""
+        return {}
+
+    def _eval_step(self, batch: dict, stage: str) -> Tensor | None:
+        """Score the active procedure (and each compared one, and the model's :meth:`evaluation_terms`) on a
+        batch; record the fill time per image. A model that does not inpaint only adds its terms."""
+        image, mask, index = batch["image"], batch.get("mask"), batch.get("index")
+        if self.procedure is None:
+            self.evaluators[stage].add_terms(self.evaluation_terms(batch, None, stage), image, mask, index)
+            return None
         composite, seconds = self.timed_inpaint(image, mask, index)
         n = image.shape[0]
-        self.fill_time[stage].update(seconds / n, weight=n)
+        evaluator = self.evaluators[stage]
+        evaluator.add_time(seconds, n)
         level = logging.INFO if stage == "test" and seconds > LONG_BATCH_SECONDS else logging.DEBUG
         log.log(level, "%s: %d image(s) filled by %s in %.2f s (%.3f s/image)", stage, n, self.procedure, seconds,
                 seconds / n)
-        metrics = self.val_metrics if stage == "val" else self.test_metrics
-        metrics.update(composite.float(), image.float(), mask.float())
+        evaluator.update(composite, image, mask, index)
         for name in self.compared_procedures:
             other, _ = self.timed_inpaint(image, mask, index, procedure=name)
-            self._procedure_metrics(stage, name).update(other.float(), image.float(), mask.float())
+            evaluator.update(other, image, mask, index, variant=name)
+        evaluator.add_terms(self.evaluation_terms(batch, composite, stage), image, mask, index)
         return composite
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
@@ -391,59 +391,50 @@ class InpaintModule(L.LightningModule):
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self._eval_step(batch, "test")
 
-    def _finish_eval(self, stage: str, metrics: InpaintMetrics) -> dict[str, float]:
-        results = {f"{stage}/{k}": float(v) for k, v in metrics.compute().items()}
-        metrics.reset()
-        for name in self.compared_procedures:
-            other = self._procedure_metrics(stage, name)
-            results.update({f"{stage}/{name}/{k}": float(v) for k, v in other.compute().items()})
-            other.reset()
-        timer = self.fill_time[stage]
-        if timer.update_count:
+    def _finish_eval(self, stage: str) -> dict[str, float]:
+        evaluator = self.evaluators[stage]
+        results, seconds = evaluator.compute(stage, lambda kept: self.evaluation_summary(stage, kept))
+        evaluator.reset()
+        if seconds is not None:
             # logged, and kept apart from the scores: two runs of one model on the same images must compare equal
-            seconds = self.fill_seconds[stage] = float(timer.compute())
+            self.fill_seconds[stage] = seconds
             self.log(f"{stage}/seconds_per_image", seconds, sync_dist=False)
             if stage == "test" and not self.trainer.sanity_checking:
                 log.info("%s: %d image(s) filled by %s, %.4f s per image", stage, results.get(f"{stage}/count", 0),
                          self.procedure, seconds)
-        timer.reset()
         headline = f"{stage}/psnr"
         scalars = {k: v for k, v in results.items() if "/count" not in k and k != headline}
         # compute() already reduced across processes: no further sync
         self.log_dict(scalars, sync_dist=False)
         if headline in results:
             self.log(headline, results[headline], prog_bar=True, sync_dist=False)
-        if not self.trainer.sanity_checking:
+        if not self.trainer.sanity_checking and headline in results:
             log_metric_table(self.loggers, f"{stage}/table", results, self.buckets, prefix=f"{stage}/")
         return results
 
     # ----------------------------------------------------------------------------------- test protocol digest
     def on_test_epoch_start(self) -> None:
-        self._digest_acc = [0, 0, 0]
+        self._digest.reset()
 
     def on_test_batch_end(self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         """Add each test sample's image and mask (quantised to uint8) to the order-independent digest."""
         if not isinstance(batch, dict) or not torch.is_tensor(batch.get("image")):
             return
-        image = batch["image"].detach()
-        self._digest_acc[0] += sample_digest_sum(image.float().clamp(0.0, 1.0).mul(255.0).round())
-        if torch.is_tensor(batch.get("mask")):
-            self._digest_acc[1] += sample_digest_sum(batch["mask"].detach() > 0.5)
-        self._digest_acc[2] += image.shape[0]
+        mask = batch.get("mask")
+        self._digest.add(batch["image"], mask if torch.is_tensor(mask) else None)
 
     def on_test_end(self) -> None:
         """Combine the digests of every process (a sum, so batch order and sharding do not matter; a sampler
         that pads a shard with repeated samples would count those twice)."""
-        acc = torch.tensor([a % DIGEST_MOD for a in self._digest_acc], dtype=torch.int64, device=self.device)
+        acc = torch.tensor([a % DIGEST_MOD for a in self._digest.sums], dtype=torch.int64, device=self.device)
         gathered = self.all_gather(acc).reshape(-1, 3).cpu().tolist()
-        images, masks, count = (sum(col) % DIGEST_MOD for col in zip(*gathered, strict=True))
-        self.test_digest = {"count": int(count), "images": f"{images:016x}", "masks": f"{masks:016x}"}
+        self.test_digest = DigestAccumulator.finish(gathered)
 
     def on_validation_epoch_end(self) -> None:
-        self.val_results = self._finish_eval("val", self.val_metrics)
+        self.val_results = self._finish_eval("val")
 
     def on_test_epoch_end(self) -> None:
-        self.test_results = self._finish_eval("test", self.test_metrics)
+        self.test_results = self._finish_eval("test")
 
     # ----------------------------------------------------------------------------------- training
     def check_finite(self, loss: Tensor, name: str = "loss") -> None:

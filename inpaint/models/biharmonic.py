@@ -13,7 +13,7 @@ import torch
 from skimage.restoration import inpaint_biharmonic
 from torch import Tensor
 
-from inpaint.metrics import DEFAULT_BUCKETS
+from inpaint.evaluation.metrics import DEFAULT_BUCKETS
 from inpaint.models.base import InpaintModule
 
 

@@ -33,10 +33,10 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torchmetrics import MeanMetric
 
+from inpaint.evaluation.evaluator import EvalTerms
+from inpaint.evaluation.metrics import DEFAULT_BUCKETS
 from inpaint.losses import AdversarialLoss
-from inpaint.metrics import DEFAULT_BUCKETS
 from inpaint.models.base import InpaintModule
 from inpaint.models.gan import CriticLoss, GANModule
 from inpaint.models.needs import ModelNeeds
@@ -209,8 +209,6 @@ class ContextEncoderModule(ContextEncoderBase):
         super().__init__(generator, image_size, overlap, overlap_weight, buckets, nan_check_every,
                          optimizer=optimizer, scheduler=scheduler)
         self.save_hyperparameters()
-        self.val_rec = MeanMetric()
-        self.test_rec = MeanMetric()
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         image, mask = batch["image"], batch["mask"]
@@ -222,31 +220,16 @@ class ContextEncoderModule(ContextEncoderBase):
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
-    def _score(self, batch: dict, stage: str, rec: MeanMetric) -> None:
+    def _eval_step(self, batch: dict, stage: str) -> Tensor:
+        self.check_geometry(batch["image"], batch["mask"])  # before the fill: a clear error on the wrong hole
+        return super()._eval_step(batch, stage)
+
+    def evaluation_terms(self, batch: dict, composite: Tensor, stage: str) -> EvalTerms:
+        """The paper's reconstruction loss of the window (``<stage>/rec_loss``), next to the composite's scores
+        (a second pass of a small net)."""
         image, mask = batch["image"], batch["mask"]
-        self.check_geometry(image, mask)
-        rec.update(self.reconstruction_loss(self.predict_window(image, mask), image), weight=image.shape[0])
-        self._eval_step(batch, stage)  # the composite, scored like every model's (a second pass of a small net)
-
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._score(batch, "val", self.val_rec)
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._score(batch, "test", self.test_rec)
-
-    def _finish_rec(self, stage: str, rec: MeanMetric, results: dict[str, float]) -> dict[str, float]:
-        value = rec.compute()
-        rec.reset()
-        self.log(f"{stage}/rec_loss", value, sync_dist=False)
-        return {**results, f"{stage}/rec_loss": float(value)}
-
-    def on_validation_epoch_end(self) -> None:
-        super().on_validation_epoch_end()
-        self.val_results = self._finish_rec("val", self.val_rec, self.val_results)
-
-    def on_test_epoch_end(self) -> None:
-        super().on_test_epoch_end()
-        self.test_results = self._finish_rec("test", self.test_rec, self.test_results)
+        return EvalTerms(scalars={"rec_loss": (self.reconstruction_loss(self.predict_window(image, mask), image),
+                                               image.shape[0])})
 
 
 # ------------------------------------------------------------------------------------------ adversarial

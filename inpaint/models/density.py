@@ -40,9 +40,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchmetrics import MeanMetric
 
-from inpaint.metrics import DEFAULT_BUCKETS
+from inpaint.evaluation.evaluator import EvalTerms
+from inpaint.evaluation.metrics import DEFAULT_BUCKETS
 from inpaint.models.base import InpaintModule, Procedure, compose
 from inpaint.nets.autoregressive import DECODE_MODES, Decoder, DensityNet, quantize, to_levels
 from inpaint.nets.flat_lstm import RowFlattenedLSTM
@@ -117,9 +117,6 @@ class DensityModule(InpaintModule):
             raise ValueError(f"model.decode={decode!r}: choose one of {', '.join(DECODE_MODES)}")
         self.decode = str(decode)
         self.inference_opts = DecodeOptions(temperature=float(temperature))
-        self.nll = torch.nn.ModuleDict({
-            f"{stage}_{part}": MeanMetric() for stage in ("val", "test") for part in ("whole", "hole")
-        })
 
     compile_targets = ("net",)
     #: the best checkpoint is the one with the lowest validation NLL (bits per sub-pixel)
@@ -182,31 +179,14 @@ class DensityModule(InpaintModule):
         self.log("train/bpd", loss.detach() / math.log(2.0))
         return loss
 
-    def _score_nll(self, batch: dict, stage: str) -> None:
+    def evaluation_terms(self, batch: dict, composite: Tensor, stage: str) -> EvalTerms:
+        """The test-set negative log-likelihood in bits per sub-pixel, over the whole image (``nll_bpd``) and over
+        the hole's sub-pixels (``nll_bpd_hole``), averaged over sub-pixels."""
         nll = self.nll_map(batch["image"]) / math.log(2.0)  # bits per sub-pixel
         hole = (batch["mask"] > 0.5).expand_as(nll)
-        self.nll[f"{stage}_whole"].update(nll.mean(), weight=nll.numel())
+        scalars = {"nll_bpd": (nll.mean(), nll.numel())}
         n_hole = int(hole.sum())
         if n_hole:
-            self.nll[f"{stage}_hole"].update(nll[hole].mean(), weight=n_hole)
-
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._score_nll(batch, "val")
-        self._eval_step(batch, "val")
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._score_nll(batch, "test")
-        self._eval_step(batch, "test")
-
-    def _finish_eval(self, stage: str, metrics) -> dict[str, float]:
-        results = super()._finish_eval(stage, metrics)
-        extra = {}
-        for part, key in (("whole", "nll_bpd"), ("hole", "nll_bpd_hole")):
-            metric = self.nll[f"{stage}_{part}"]
-            if metric.update_count:
-                extra[f"{stage}/{key}"] = float(metric.compute())
-            metric.reset()
-        if extra:
-            self.log_dict(extra, sync_dist=False)
-        return {**results, **extra}
+            scalars["nll_bpd_hole"] = (nll[hole].mean(), n_hole)
+        return EvalTerms(scalars=scalars)
 

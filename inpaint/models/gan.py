@@ -72,8 +72,8 @@ from lightning.pytorch.strategies import DDPStrategy
 from torch import Tensor, nn
 
 from inpaint.compat import ddp_find_unused_parameters
+from inpaint.evaluation.metrics import DEFAULT_BUCKETS
 from inpaint.losses import gradient_penalty
-from inpaint.metrics import DEFAULT_BUCKETS
 from inpaint.models.base import InpaintModule
 from inpaint.models.optimizers import Injected
 from inpaint.models.options import read_options

@@ -36,8 +36,8 @@ import kornia
 import torch
 from torch import Tensor
 
+from inpaint.evaluation.metrics import DEFAULT_BUCKETS
 from inpaint.losses import AdversarialLoss, VGGLoss, feature_matching_loss, hole_normalized_l1
-from inpaint.metrics import DEFAULT_BUCKETS
 from inpaint.models.base import Procedure, compose
 from inpaint.models.gan import CriticLoss, GANModule
 from inpaint.models.isnet_weights import load_official_generator

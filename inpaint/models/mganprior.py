@@ -51,7 +51,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from inpaint.metrics import DEFAULT_BUCKETS, InpaintMetrics
+from inpaint.evaluation.evaluator import EvalTerms
+from inpaint.evaluation.metrics import DEFAULT_BUCKETS
 from inpaint.models.base import InpaintModule, Procedure, compose
 from inpaint.models.gan_prior import (
     PGGAN_MODULE_CLASS,
@@ -204,8 +205,6 @@ class MGANPriorModule(InpaintModule):
         self.resize = bool(resize)
         self._resize_warned = False
 
-        self.val_raw_metrics = InpaintMetrics(self.buckets)
-        self.test_raw_metrics = InpaintMetrics(self.buckets)
         #: the raw generator output ([B,3,H,W] in [0, 1], nothing pasted back) of the latest inversion
         self.last_raw: Tensor | None = None
         #: per image: iterations run and final loss of the latest inversion
@@ -307,23 +306,13 @@ class MGANPriorModule(InpaintModule):
         return {**(super().eval_variants or {"composite": ""}), "raw (no paste-back)": "raw/"}
 
     def _eval_step(self, batch: dict, stage: str) -> Tensor:
-        """The framework's scores of the composite, and the raw output's under ``<stage>/raw/...``."""
         self.last_raw = None
-        composite = super()._eval_step(batch, stage)
-        if self.last_raw is not None:
-            raw_metrics = self.val_raw_metrics if stage == "val" else self.test_raw_metrics
-            raw_metrics.update(self.last_raw.float(), batch["image"].float(), batch["mask"].float())
-        return composite
+        return super()._eval_step(batch, stage)
 
-    def _finish_eval(self, stage: str, metrics: InpaintMetrics) -> dict[str, float]:
-        results = super()._finish_eval(stage, metrics)
-        raw_metrics = self.val_raw_metrics if stage == "val" else self.test_raw_metrics
-        extra: dict[str, float] = {}
-        if raw_metrics.update_count:
-            extra = {f"{stage}/raw/{k}": float(v) for k, v in raw_metrics.compute().items()}
-            self.log_dict({k: v for k, v in extra.items() if "/count" not in k}, sync_dist=False)
-        raw_metrics.reset()
-        return {**results, **extra}
+    def evaluation_terms(self, batch: dict, composite: Tensor, stage: str) -> EvalTerms | None:
+        """The raw output of the inversion (nothing pasted back), scored like the composite under
+        ``<stage>/raw/...``."""
+        return None if self.last_raw is None else EvalTerms(images={"raw": self.last_raw})
 
     def configure_optimizers(self):  # pragma: no cover - nothing to train
         raise NotImplementedError("mGANprior has nothing to train: evaluate it with task=test")

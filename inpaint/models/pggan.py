@@ -56,8 +56,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from inpaint.evaluation.evaluator import EvalTerms
+from inpaint.evaluation.metrics import DEFAULT_BUCKETS
 from inpaint.losses import AdversarialLoss
-from inpaint.metrics import DEFAULT_BUCKETS
 from inpaint.models.gan import CriticLoss, GANModule
 from inpaint.nets.pggan import PGGANDiscriminator, PGGANGenerator, real_images_at_lod
 
@@ -219,7 +220,8 @@ class PGGANModule(GANModule):
         self.swd_cfg = {"images": 256, "patch": 7, "patches_per_image": 16, "projections": 256, **(swd or {})}
         #: real images per generator iteration (batch x world size), known from the first training batch
         self.images_per_step: int | None = None
-        self._eval_real: list[Tensor] = []
+        #: real images kept so far per stage for the SWD (:meth:`evaluation_terms`)
+        self._swd_seen: dict[str, int] = {}
         self.set_lod(float(self.progression.initial_lod))
 
     # ------------------------------------------------------------------------------------ the prior
@@ -318,18 +320,16 @@ class PGGANModule(GANModule):
         return (grid.permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
 
     # ------------------------------------------------------------------------------------ evaluation
-    def _collect(self, batch: dict) -> None:
-        # per process: equal shares, so that the gather under DDP sees equal shapes (the sampler pads)
-        share = math.ceil(int(self.swd_cfg["images"]) / max(int(self.trainer.world_size), 1))
-        room = share - sum(x.shape[0] for x in self._eval_real)
-        if room > 0:
-            self._eval_real.append(batch["image"][:room].detach().float())
-
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._collect(batch)
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._collect(batch)
+    def evaluation_terms(self, batch: dict, composite: Tensor | None, stage: str) -> EvalTerms | None:
+        """Keep the first ``swd.images`` real images this process sees (the summary takes the first of all
+        processes' by index)."""
+        seen = self._swd_seen.get(stage, 0)
+        room = int(self.swd_cfg["images"]) - seen
+        if room <= 0:
+            return None
+        real = batch["image"][:room].detach().float()
+        self._swd_seen[stage] = seen + real.shape[0]
+        return EvalTerms(samples={"real": real})
 
     def swd(self, real: Tensor) -> Tensor:
         """SWD between ``real`` images (N, C, H, W) in [0, 1] and as many EMA samples (fixed latents)."""
@@ -343,24 +343,12 @@ class PGGANModule(GANModule):
         pf = image_patches(fake, size, per, g)
         return sliced_wasserstein(pr, pf, int(self.swd_cfg["projections"]), g)
 
-    def _finish_prior_eval(self, stage: str) -> dict[str, float]:
-        real = torch.cat(self._eval_real) if self._eval_real else None
-        self._eval_real = []
-        if real is None:
-            return {}
-        if self.trainer.world_size > 1:
-            real = self.all_gather(real).flatten(0, 1)[: int(self.swd_cfg["images"])]
-        value = float(self.swd(real))
-        results = {f"{stage}/swd": value, f"{stage}/count": float(len(real)), f"{stage}/lod": self.lod}
-        self.log(f"{stage}/swd", value, prog_bar=True, sync_dist=False)
-        self.log(f"{stage}/lod", self.lod, sync_dist=False)
-        return results
-
-    def on_validation_epoch_end(self) -> None:
-        self.val_results = self._finish_prior_eval("val")
-
-    def on_test_epoch_end(self) -> None:
-        self.test_results = self._finish_prior_eval("test")
+    def evaluation_summary(self, stage: str, samples: dict[str, Tensor]) -> dict[str, float]:
+        """``swd`` between the first ``swd.images`` real images (by index) and as many EMA samples, the image
+        count and the current ``lod``."""
+        self._swd_seen[stage] = 0
+        real = samples["real"][: int(self.swd_cfg["images"])]
+        return {"swd": float(self.swd(real)), "count": float(len(real)), "lod": self.lod}
 
     # ------------------------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:

@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from inpaint.metrics import DEFAULT_BUCKETS
+from inpaint.evaluation.evaluator import EvalTerms
+from inpaint.evaluation.metrics import DEFAULT_BUCKETS
 from inpaint.models.base import InpaintModule
 from inpaint.nets.scnn import SCNN
 
@@ -81,9 +82,10 @@ class SCNNModule(InpaintModule):
         self.log("train/spike_rate", self.net.last_spike_rate)
         return loss
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        # scored through inpaint() like every model; the paper's full-image MSE uses the raw prediction
-        self._eval_step(batch, "val")
-        self.log("val/mse_full", F.mse_loss(self.last_prediction.float(), batch["image"]), sync_dist=True)
-        self.log("val/spike_rate", self.net.last_spike_rate, sync_dist=True)
+    def evaluation_terms(self, batch: dict, composite: Tensor, stage: str) -> EvalTerms:
+        """The paper's full-image MSE of the raw prediction (``<stage>/mse_full``; the composite is scored like
+        every model's) and the spike rate of the LIF layer (``<stage>/spike_rate``), per-image means."""
+        n = batch["image"].shape[0]
+        return EvalTerms(scalars={"mse_full": (F.mse_loss(self.last_prediction.float(), batch["image"].float()), n),
+                                  "spike_rate": (self.net.last_spike_rate, n)})
 

@@ -4,23 +4,22 @@ Every test run of ``inpaint.run`` leaves a results card (``card.json``, ``card.m
 ``python -m inpaint.report`` (or ``inpaint-report``) reads the cards of many runs and writes a leaderboard
 that ranks runs only against runs evaluated under the same protocol.
 
-- :mod:`inpaint.report.card`: writing the cards (:func:`write_card`, :func:`write_failed_card`), the
-  protocol and its fingerprint (:func:`protocol_of`, :func:`fingerprint_of`, :func:`combine_digests`),
-  :func:`relative_paths`, and a card's leaderboard row (:func:`leaderboard_row`);
+- :mod:`inpaint.evaluation.card` (the evaluation package owns the cards): writing them (:func:`write_card`,
+  :func:`write_failed_card`, ``write_score_card`` for outputs scored offline), the protocol and its fingerprint
+  (:func:`protocol_of`, :mod:`inpaint.evaluation.protocol`), :func:`relative_paths`, and a card's leaderboard row
+  (:func:`leaderboard_row`), re-exported here;
 - :mod:`inpaint.report.leaderboard`: finding run directories and reading their cards, grouping by fingerprint,
   ranking, the protocol differences in words and the runs' labels;
 - :mod:`inpaint.report.render`: ``leaderboard.md`` / ``.csv`` / ``.png`` and the W&B Table;
 - :mod:`inpaint.report.cli`: the command (:func:`main`).
 """
 
-from inpaint.report.card import (
+from inpaint.evaluation.card import (
     CARD_JSON,
     CARD_MD,
     PATH_KEYS,
     PATH_PREFIXES,
     card_markdown,
-    combine_digests,
-    fingerprint_of,
     leaderboard_row,
     protocol_of,
     relative_paths,
@@ -28,6 +27,7 @@ from inpaint.report.card import (
     write_card,
     write_failed_card,
 )
+from inpaint.evaluation.protocol import combine_digests, fingerprint_of
 from inpaint.report.cli import main
 from inpaint.report.leaderboard import (
     LOWER_IS_BETTER,

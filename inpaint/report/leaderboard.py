@@ -1,6 +1,6 @@
 """The leaderboard as data: the run directories found, their cards read, grouped and ranked.
 
-Runs are grouped by protocol fingerprint (:mod:`inpaint.report.card`) and ranked by one test metric only
+Runs are grouped by protocol fingerprint (:mod:`inpaint.evaluation.card`) and ranked by one test metric only
 inside a group; runs evaluated under different protocols are never ranked together, and a group says in
 words how its protocol differs from the first group's. Failed and unfinished runs are kept aside with the
 reason (the card's error, or the last error line of the run's ``run.log``).
@@ -17,11 +17,11 @@ from typing import Any
 
 import yaml
 
-from inpaint.metrics import bucket_name
-from inpaint.report.card import CARD_JSON, _bucket_names, settings_of
+from inpaint.evaluation.card import CARD_JSON, _bucket_names, settings_of
+from inpaint.evaluation.metrics import bucket_name
 
 #: error metrics: ``--metric`` ranks them lowest first (the others highest first)
-LOWER_IS_BETTER = ("mae", "l2", "mse_hole", "l2_paper", "l2_paper_255")
+LOWER_IS_BETTER = ("mae", "l2", "mse_hole", "l2_paper", "l2_paper_255", "lpips_vgg", "lpips_alex", "fid", "kid", "kid_std")
 
 
 # ------------------------------------------------------------------------------------------- reading runs

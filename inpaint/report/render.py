@@ -1,7 +1,7 @@
 """The leaderboard's files: ``leaderboard.md``, ``leaderboard.csv``, ``leaderboard.png`` and a W&B Table.
 
 The markdown has one ranked table per protocol group (and one of PSNR / SSIM per hole-ratio bucket), the CSV
-one row per run (a card's :func:`~inpaint.report.card.leaderboard_row`, then the failed and unfinished runs),
+one row per run (a card's :func:`~inpaint.evaluation.card.leaderboard_row`, then the failed and unfinished runs),
 the PNG PSNR and SSIM against the hole-ratio bucket, one line per run. They are a pure function of the cards:
 a rerun writes the same bytes.
 """
@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from inpaint.report.card import _bucket_names, _display_dir, _fmt, leaderboard_row
+from inpaint.evaluation.card import _bucket_names, _display_dir, _fmt, leaderboard_row
 from inpaint.report.leaderboard import (
     _group_buckets,
     build_leaderboard,
@@ -25,6 +25,9 @@ from inpaint.report.leaderboard import (
 )
 
 CSV_FLOAT = "{:.6g}"
+#: the field's metrics, shown in a group's table when any of its runs has them
+FIELD_COLUMNS = [("lpips_vgg", "LPIPS vgg", ".4f"), ("lpips_alex", "LPIPS alex", ".4f"), ("fid", "FID", ".3f"),
+                 ("kid", "KID", ".5f"), ("pids", "P-IDS", ".4f"), ("uids", "U-IDS", ".4f")]
 
 
 def _cell(v: Any) -> str:
@@ -54,10 +57,12 @@ def render_markdown(board: Mapping[str, Any], png_name: str | None) -> str:
         "under different protocols (images, masks, image size, metric options) are never ranked together.",
         "",
     ]
-    columns = [("psnr", "PSNR", ".2f"), ("ssim", "SSIM", ".4f"), ("mae", "MAE(%)", ".3f"), ("l2", "L2", ".5f"),
-               ("maem", "MAEM(%)", ".2f")]
+    base = [("psnr", "PSNR", ".2f"), ("ssim", "SSIM", ".4f"), ("mae", "MAE(%)", ".3f"), ("l2", "L2", ".5f"),
+            ("maem", "MAEM(%)", ".2f")]
     no_curve = []
     for gi, group in enumerate(groups, 1):
+        # the field's metrics (LPIPS, FID, KID, P/U-IDS) get a column where any run of the group has them
+        columns = base + [c for c in FIELD_COLUMNS if any(f"test/{c[0]}" in r["metrics"] for r in group)]
         p = group[0]["protocol"]
         lines += [
             f"## Group {gi} (protocol `{group[0]['fingerprint']}`)",
@@ -74,12 +79,20 @@ def render_markdown(board: Mapping[str, Any], png_name: str | None) -> str:
             lines.append("Settings of every run here: " + " ".join(f"`{k}={v}`" for k, v in sorted(common.items())))
         header = ["rank", "model", "settings", "train steps", "train s", "params", "s/image",
                   *[c[1] for c in columns], "run"]
+        if any(c.get("random_feature_weights") for c in group):
+            lines.append("Field metrics marked * were computed with RANDOM network weights: not comparable with "
+                         "published values.")
         lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for rank, c in enumerate(group, 1):
             t = c["training"]
             own = {k: v for k, v in c["settings"].items() if len(group) == 1 or common.get(k) != v}
-            cells = [str(rank), c["model"], " ".join(f"`{k}={v}`" for k, v in own.items()) or "-",
-                     _fmt(t["steps"], "d"), _fmt(t["seconds"], ".1f"), f"{c['parameters']['total']:,}",
+            described = " ".join(f"`{k}={v}`" for k, v in own.items())
+            if c.get("source"):  # scored offline: say where the outputs came from
+                described = (f"scored offline: {c['source'].get('description') or c['source'].get('outputs')} "
+                             + described).strip()
+            total = c["parameters"]["total"]
+            cells = [str(rank), c["model"] + ("*" if c.get("random_feature_weights") else ""), described or "-",
+                     _fmt(t["steps"], "d"), _fmt(t["seconds"], ".1f"), "-" if total is None else f"{total:,}",
                      _fmt(c["seconds_per_image"], ".4f"),
                      *[_fmt(c["metrics"].get(f"test/{k}"), spec) for k, _, spec in columns], _display_dir(c["dir"])]
             lines.append("| " + " | ".join(_md_escape(x) for x in cells) + " |")

@@ -1,4 +1,4 @@
-"""Inpainting evaluation metrics: per-image PSNR / SSIM / MAE / L2 / MAEM, overall and per hole ratio.
+"""Inpainting evaluation metrics (part of :mod:`inpaint.evaluation`): per-image PSNR / SSIM / MAE / L2 / MAEM, overall and per hole ratio.
 
 Conventions: images are float ``[B, 3, H, W]`` in ``[0, 1]``; masks are float ``[B, 1, H, W]`` with
 ``1 = hole`` (missing) and ``0 = known`` (values ``> 0.5`` count as hole). Metrics are computed on the
@@ -11,7 +11,7 @@ over images (ISNet's protocol), both over all images and within hole-ratio bucke
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -23,6 +23,14 @@ DEFAULT_BUCKETS: tuple[tuple[float, float], ...] = ((0.1, 0.2), (0.2, 0.3), (0.3
 METRIC_NAMES = ("psnr", "ssim", "mae", "l2", "maem")
 HOLE_METRIC_NAMES = ("mse_hole", "l2_paper", "l2_paper_255", "maem_hole", "maem_channel")
 """Extra metrics of ``hole_metrics=True`` (``eval.hole_metrics=true``), logged after :data:`METRIC_NAMES`."""
+PER_IMAGE_FIELD_METRICS = ("lpips_vgg", "lpips_alex")
+"""The field's per-image metrics (``eval.metrics=[...]``, :mod:`inpaint.evaluation.field`): averaged like the
+others, overall and per bucket."""
+SET_METRIC_KEYS = {"fid": ("fid",), "kid": ("kid", "kid_std"), "ids": ("pids", "uids")}
+"""The field's set-level metrics (``eval.metrics=[fid,kid,ids]``) and the result keys each writes: computed on
+the whole set of Inception features (and on each bucket's), never averaged over images."""
+FIELD_METRICS = PER_IMAGE_FIELD_METRICS + tuple(SET_METRIC_KEYS)
+SET_KEYS = tuple(k for keys in SET_METRIC_KEYS.values() for k in keys)
 
 PSNR_MAX = 100.0
 """PSNR (dB) reported for identical images (MSE == 0); every PSNR is capped at this value."""
@@ -34,20 +42,6 @@ SSIM_K1, SSIM_K2 = 0.01, 0.03
 
 MAEM_TOLERANCE = 5
 """Per-channel tolerance, in 0-255 integer levels, for a hole pixel to count as matched in MAEM."""
-
-_TABLE_COLUMNS = (
-    ("psnr", "PSNR", ".2f"),
-    ("ssim", "SSIM", ".4f"),
-    ("mae", "MAE(%)", ".3f"),
-    ("l2", "L2", ".5f"),
-    ("maem", "MAEM(%)", ".2f"),
-    ("mse_hole", "MSE hole", ".5f"),
-    ("l2_paper", "L2 paper", ".5f"),
-    ("l2_paper_255", "L2 paper (0-255)", ".2f"),
-    ("maem_hole", "MAEM hole(%)", ".2f"),
-    ("maem_channel", "MAEM channel(%)", ".2f"),
-)
-
 
 def bucket_name(lo: float, hi: float) -> str:
     """Name of a hole-ratio bucket in percent, e.g. ``(0.1, 0.2) -> "10-20"``."""
@@ -211,7 +205,9 @@ class InpaintMetrics(torchmetrics.Metric):
     States are sums (``sums[k, m]``, float64) and image counts (``counts[k]``) where row 0 is "all images"
     and row ``1 + i`` is bucket ``i``; both reduce with ``sum`` so DDP synchronisation is exact. Buckets are
     half-open ``[lo, hi)`` on :func:`hole_ratio`; they may overlap or leave gaps. ``hole_metrics=True``
-    adds the columns :data:`HOLE_METRIC_NAMES` (:func:`per_image_hole_metrics`); :attr:`names` lists them.
+    adds the columns :data:`HOLE_METRIC_NAMES` (:func:`per_image_hole_metrics`); ``scorers`` (name ->
+    ``fn(composite, target, mask) -> [B]``, e.g. LPIPS) adds one column each, after them; :attr:`names` lists them.
+    A scorer is kept out of the module tree (not a child, so its network is in no state dict).
     """
 
     full_state_update = False
@@ -222,12 +218,15 @@ class InpaintMetrics(torchmetrics.Metric):
     counts: Tensor
 
     def __init__(
-        self, buckets: Sequence[Sequence[float]] = DEFAULT_BUCKETS, hole_metrics: bool = False, **kwargs: Any
+        self, buckets: Sequence[Sequence[float]] = DEFAULT_BUCKETS, hole_metrics: bool = False,
+        scorers: Mapping[str, Callable[[Tensor, Tensor, Tensor], Tensor]] | None = None, **kwargs: Any
     ) -> None:
         super().__init__(**kwargs)
         self.buckets = _validate_buckets(buckets)
         self.hole_metrics = bool(hole_metrics)
-        self.names: tuple[str, ...] = METRIC_NAMES + (HOLE_METRIC_NAMES if self.hole_metrics else ())
+        self.__dict__["_scorers"] = dict(scorers or {})  # plain attribute: not registered as children
+        self.names: tuple[str, ...] = (METRIC_NAMES + (HOLE_METRIC_NAMES if self.hole_metrics else ())
+                                       + tuple(self._scorers))
         n_rows = len(self.buckets) + 1
         sums = torch.zeros(n_rows, len(self.names), dtype=torch.float64)
         self.add_state("sums", sums, dist_reduce_fx="sum")
@@ -238,6 +237,8 @@ class InpaintMetrics(torchmetrics.Metric):
         values = per_image_metrics(composite, target, mask)
         if self.hole_metrics:
             values.update(per_image_hole_metrics(composite, target, mask))
+        for name, scorer in self._scorers.items():
+            values[name] = scorer(composite, target, mask).detach().to(torch.float64).reshape(-1)
         stacked = torch.stack([values[name] for name in self.names], dim=1).to(self.sums.device)  # [B, M]
         ratio = hole_ratio(mask).to(self.sums.device)
         columns = [torch.ones_like(ratio)]
@@ -264,77 +265,9 @@ class InpaintMetrics(torchmetrics.Metric):
 
 def reported_metrics(results: Mapping[str, Any], prefix: str = "") -> tuple[str, ...]:
     """The table columns for ``results``: :data:`METRIC_NAMES`, plus :data:`HOLE_METRIC_NAMES` when any of
-    them is in ``results`` (under ``prefix``, overall or for a bucket)."""
-    hole_keys = {f"{prefix}{name}" for name in HOLE_METRIC_NAMES}
-    hole = any(key.split("@", 1)[0] in hole_keys for key in results)
-    return METRIC_NAMES + (HOLE_METRIC_NAMES if hole else ())
-
-
-def metric_rows(
-    results: Mapping[str, Any],
-    buckets: Sequence[Sequence[float]] = DEFAULT_BUCKETS,
-    prefix: str = "",
-    metrics: Sequence[str] | None = None,
-) -> list[tuple[str, float | None, list[float | None]]]:
-    """``(bucket label, count, [value per metric])`` for "all" and each bucket present in ``results``
-    (keys optionally prefixed, e.g. ``"test/"``); a missing count or value is ``None``. ``metrics``
-    defaults to :func:`reported_metrics`."""
-    metrics = reported_metrics(results, prefix) if metrics is None else tuple(metrics)
-    names = [bucket_name(float(lo), float(hi)) for lo, hi in buckets]
-    rows = []
-    for label, suffix in [("all", "")] + [(name, f"@{name}") for name in names]:
-        keys = [f"{prefix}{metric}{suffix}" for metric in ("count", *metrics)]
-        if not any(key in results for key in keys):
-            continue
-        values = [float(results[k]) if k in results else None for k in keys]
-        rows.append((label, values[0], values[1:]))
-    return rows
-
-
-def metrics_table(
-    results: Mapping[str, Any],
-    buckets: Sequence[Sequence[float]] = DEFAULT_BUCKETS,
-    prefix: str = "",
-) -> str:
-    """Markdown table of :meth:`InpaintMetrics.compute` results (keys optionally prefixed, e.g. ``"test/"``).
-
-    One row "all" plus one row per bucket whose metrics are present in ``results``; missing cells show "-".
-    The hole-metric columns appear only when ``results`` has them (:func:`reported_metrics`).
-    """
-    metrics = reported_metrics(results, prefix)
-    columns = [c for c in _TABLE_COLUMNS if c[0] in metrics]
-    header = "| bucket | n | " + " | ".join(title for _, title, _ in columns) + " |"
-    lines = [header, "|" + "---|" * (2 + len(columns))]
-    for label, count, values in metric_rows(results, buckets, prefix, metrics):
-        cells = [label, "-" if count is None else f"{count:.0f}"]
-        cells += ["-" if v is None else f"{v:{fmt}}" for v, (_, _, fmt) in zip(values, columns, strict=True)]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-_COMPARISON_METRICS = (("psnr", "PSNR", ".2f"), ("ssim", "SSIM", ".3f"), ("mae", "MAE(%)", ".2f"))
-
-
-def comparison_table(
-    results: Mapping[str, Any],
-    buckets: Sequence[Sequence[float]],
-    variants: Mapping[str, str],
-    prefix: str = "test/",
-) -> str:
-    """Markdown table shaped like ISNet's Table 5: one row per (hole-ratio bucket, metric), one column per
-    variant. ``variants`` maps a column label to its key prefix after ``prefix`` (``""`` for the plain keys,
-    e.g. ``{"ISNet": "single/", "ISNet+PRA": ""}``)."""
-    labels = list(variants)
-    lines = ["| mask ratio | metric | " + " | ".join(labels) + " |", "|" + "---|" * (2 + len(labels))]
-    rows = [(bucket_name(float(lo), float(hi)) + "%", f"@{bucket_name(float(lo), float(hi))}") for lo, hi in buckets]
-    rows.append(("all", ""))
-    for label, suffix in rows:
-        if not any(f"{prefix}{variants[v]}psnr{suffix}" in results for v in labels):
-            continue
-        for i, (name, title, fmt) in enumerate(_COMPARISON_METRICS):
-            cells = []
-            for v in labels:
-                key = f"{prefix}{variants[v]}{name}{suffix}"
-                cells.append(f"{float(results[key]):{fmt}}" if key in results else "-")
-            lines.append(f"| {label if i == 0 else ''} | {title} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    them is in ``results`` (under ``prefix``, overall or for a bucket), plus each field metric present
+    (:data:`PER_IMAGE_FIELD_METRICS`, :data:`SET_KEYS`)."""
+    present = {key.split("@", 1)[0] for key in results}
+    hole = any(f"{prefix}{name}" in present for name in HOLE_METRIC_NAMES)
+    field = tuple(n for n in PER_IMAGE_FIELD_METRICS + SET_KEYS if f"{prefix}{n}" in present)
+    return METRIC_NAMES + (HOLE_METRIC_NAMES if hole else ()) + field

@@ -6,11 +6,13 @@ the metrics per hole-ratio bucket, the parameter count, the fill time per image,
 wall time, the checkpoint and (``logger=wandb``) the W&B run. A run that fails leaves a card with
 ``"status": "failed"`` and the error.
 
-The protocol fingerprint is a short sha256 over the canonical JSON of what makes two runs' numbers
-comparable: the test images actually evaluated (count and an order-independent hash of each sample's
-uint8 image), the evaluation masks actually used (same hash of each binary mask), the image size, the
-mask config (the ``mask`` choice and its options, paths left out) and the metric options (``eval.buckets``,
-``eval.per_bucket``, ``eval.hole_metrics`` and the metric definitions' constants).
+The protocol fingerprint (:mod:`inpaint.evaluation.protocol`) says which runs' numbers are comparable.
+``python -m inpaint.evaluate score`` writes the same card for outputs made by another codebase
+(:func:`write_score_card`): its ``source`` says where they came from, and it ranks next to our runs when its
+fingerprint matches. ``metrics.md`` is rendered from the card (:func:`metrics_markdown`).
+
+Field metrics computed with random network weights (``eval.feature_weights=random``) are flagged in the card
+(``random_feature_weights``), its markdown and the leaderboard: such a number is never an FID.
 
 A card also gives its own row of the leaderboard (:func:`leaderboard_row`): the leaderboard's CSV is made
 of these rows, and a W&B run logs its card's row as a table.
@@ -30,37 +32,31 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from inpaint import metrics as M
-from inpaint.metrics import bucket_name, metrics_table, reported_metrics
+from inpaint.evaluation.metrics import bucket_name, reported_metrics
+from inpaint.evaluation.protocol import (
+    PATH_KEYS,
+    PATH_PREFIXES,
+    build_protocol,
+    fingerprint_of,
+    is_path_key,
+    metric_options,
+    without_paths,
+)
+from inpaint.evaluation.tables import comparison_table, metrics_table
 from inpaint.overrides import parse_overrides
 
 log = logging.getLogger(__name__)
 
 CARD_JSON, CARD_MD = "card.json", "card.md"
-#: override keys that name files or folders (they differ between machines, not between methods)
-PATH_KEYS = ("root", "dir", "path", "file", "ckpt_path", "init_from", "resume", "save_dir")
-PATH_PREFIXES = ("hydra.", "paths.", "hydra/")
+__all__ = ["CARD_JSON", "CARD_MD", "PATH_KEYS", "PATH_PREFIXES", "card_markdown", "fingerprint_of",
+           "leaderboard_row", "metrics_markdown", "protocol_of", "relative_paths", "settings_of", "write_card",
+           "write_failed_card", "write_score_card"]
 
 
 # ------------------------------------------------------------------------------------------- helpers
-def _is_path_key(key: str) -> bool:
-    key = key.lstrip("+~")
-    last = key.rsplit(".", 1)[-1]
-    return key.startswith(PATH_PREFIXES) or last in PATH_KEYS or last.endswith(tuple(f"_{k}" for k in PATH_KEYS))
-
-
 def settings_of(overrides: Sequence[str]) -> dict[str, str]:
     """The run's overrides as ``{key: value}`` minus path-like keys and the model choice (its own column)."""
-    return {k: v for k, v in sorted(parse_overrides(list(overrides)).items()) if k != "model" and not _is_path_key(k)}
-
-
-def _without_paths(node: Any) -> Any:
-    """A config mapping without path-like keys (recursively)."""
-    if isinstance(node, Mapping):
-        return {k: _without_paths(v) for k, v in sorted(node.items()) if not _is_path_key(str(k))}
-    if isinstance(node, (list, tuple)):
-        return [_without_paths(v) for v in node]
-    return node
+    return {k: v for k, v in sorted(parse_overrides(list(overrides)).items()) if k != "model" and not is_path_key(k)}
 
 
 def relative_paths(node: Any, base: Path) -> Any:
@@ -92,46 +88,19 @@ def _container(cfg: DictConfig) -> dict:
 
 
 # ------------------------------------------------------------------------------------------- protocol
-def fingerprint_of(protocol: Mapping[str, Any]) -> str:
-    """Short sha256 over the protocol's canonical JSON."""
-    return hashlib.sha256(json.dumps(protocol, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:12]
-
-
-def combine_digests(per_bucket: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """One digest for the test runs of ``eval.per_bucket`` (in bucket order), each bucket's kept too."""
-    joined = json.dumps(list(per_bucket.items()), sort_keys=True)
-    images = {(d.get("count"), d.get("images")) for d in per_bucket.values()}
-    if len(images) == 1:  # the usual case: every bucket's run saw the same images (with other masks)
-        count, image_hash = images.pop()
-    else:
-        count = sum(int(d.get("count", 0)) for d in per_bucket.values())
-        image_hash = hashlib.sha256(("images" + joined).encode()).hexdigest()[:16]
-    return {
-        "count": count,
-        "images": image_hash,
-        "masks": hashlib.sha256(("masks" + joined).encode()).hexdigest()[:16],
-        "buckets": {k: dict(v) for k, v in per_bucket.items()},
-    }
-
-
-def protocol_of(cfg: DictConfig, digest: Mapping[str, Any], choices: Mapping[str, str]) -> dict[str, Any]:
-    """What a test's numbers depend on besides the model (see the module docstring)."""
+def protocol_of(cfg: DictConfig, digest: Mapping[str, Any], choices: Mapping[str, str],
+                field: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The protocol (:mod:`inpaint.evaluation.protocol`) of a run of ``inpaint.run`` with config ``cfg``;
+    ``field``: the field metrics' options (:meth:`~inpaint.evaluation.evaluator.EvalSpec.field_options`)."""
     mask_cfg = _container(cfg.mask) if "mask" in cfg else {}
-    return {
-        "images": {"count": int(digest.get("count", 0)), "hash": digest.get("images")},
-        "masks": {"hash": digest.get("masks")},
-        **({"bucket_digests": digest["buckets"]} if "buckets" in digest else {}),
-        "image_size": cfg.data.get("image_size") if "data" in cfg else None,
-        "mask": {"name": choices.get("mask") or str(mask_cfg.get("_target_", "")).rsplit(".", 1)[-1],
-                 "config": _without_paths(mask_cfg)},
-        "metric_options": {
-            "buckets": [[float(x) for x in b] for b in cfg.eval.buckets],
-            "per_bucket": bool(cfg.eval.get("per_bucket", False)),
-            "hole_metrics": bool(cfg.eval.get("hole_metrics", False)),
-            "definitions": {"psnr_max": M.PSNR_MAX, "ssim_sigma": M.SSIM_SIGMA, "ssim_radius": M.SSIM_RADIUS,
-                            "ssim_k": [M.SSIM_K1, M.SSIM_K2], "maem_tolerance": M.MAEM_TOLERANCE},
-        },
-    }
+    return build_protocol(
+        digest,
+        cfg.data.get("image_size") if "data" in cfg else None,
+        choices.get("mask") or str(mask_cfg.get("_target_", "")).rsplit(".", 1)[-1],
+        mask_cfg,
+        metric_options(cfg.eval.buckets, cfg.eval.get("per_bucket", False), cfg.eval.get("hole_metrics", False),
+                       field),
+    )
 
 
 def _checkpoint_training(ckpt: str | None) -> dict[str, Any]:
@@ -180,12 +149,21 @@ def _wandb_loggers(loggers) -> list:
 
 
 # ------------------------------------------------------------------------------------------- cards
+def _save(card: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+    card = relative_paths(card, Path.cwd())  # the run's working directory: where its relative paths start
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / CARD_JSON).write_text(json.dumps(card, indent=2, sort_keys=True, default=str) + "\n")
+    (out_dir / CARD_MD).write_text(card_markdown(card))
+    return card
+
+
 def write_card(cfg: DictConfig, out_dir: Path, model, trainer, results: Mapping[str, float], ckpt: str | None,
                training: Mapping[str, Any]) -> dict[str, Any]:
     """Write ``card.json`` and ``card.md`` for a finished test; with a W&B logger, log the card's
     leaderboard row as a W&B Table (``test/leaderboard_row``). Returns the card."""
     choices, overrides = _hydra_runtime()
-    protocol = protocol_of(cfg, model.test_digest, choices)
+    spec = model.eval_spec
+    protocol = protocol_of(cfg, model.test_digest, choices, spec.field_options())
     if training.get("steps") is None and cfg.task == "test":
         training = _checkpoint_training(ckpt)
     params = list(model.parameters())
@@ -206,9 +184,10 @@ def write_card(cfg: DictConfig, out_dir: Path, model, trainer, results: Mapping[
         "overrides": overrides,
         "settings": settings_of(overrides),
         "procedure": model.procedure,
+        "variants": dict(model.eval_variants or {}),
         # for people; the fingerprint identifies the data by the images' content (paths differ between machines)
         "data": {"name": choices.get("data") or str(cfg.data.get("_target_", "")).rsplit(".", 1)[-1],
-                 "config": _without_paths(_container(cfg.data))},
+                 "config": without_paths(_container(cfg.data))},
         "fingerprint": fingerprint_of(protocol),
         "protocol": protocol,
         "metrics": {k: float(v) for k, v in sorted(results.items())},
@@ -224,15 +203,51 @@ def write_card(cfg: DictConfig, out_dir: Path, model, trainer, results: Mapping[
         "wandb_run_id": run_id,
         "config": _container(cfg),
     }
-    card = relative_paths(card, Path.cwd())  # the run's working directory: where its relative paths start
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / CARD_JSON).write_text(json.dumps(card, indent=2, sort_keys=True, default=str) + "\n")
-    (out_dir / CARD_MD).write_text(card_markdown(card))
+    if spec.metrics:
+        card["random_feature_weights"] = spec.random_weights
+    card = _save(card, out_dir)
     if wandb_runs:
         header, row = leaderboard_row(card, out_dir)
         for lg in wandb_runs:
             lg.log_table(key="test/leaderboard_row", columns=header, data=[row])
     return card
+
+
+def write_score_card(out_dir: Path, name: str, results: Mapping[str, float], protocol: Mapping[str, Any],
+                     source: Mapping[str, Any], command: str, data: Mapping[str, Any],
+                     random_feature_weights: bool | None) -> dict[str, Any]:
+    """The card of outputs scored offline by ``python -m inpaint.evaluate score`` (any codebase's):
+    ``source`` says where the outputs came from and what was checked (files, known pixels); the protocol is
+    the exported set's, so it groups with our runs on the same images, masks and metrics."""
+    card = {
+        "status": "ok",
+        "error": None,
+        "model": name,
+        "model_class": None,
+        "task": "score",
+        "command": command,
+        "overrides": [],
+        "settings": {},
+        "procedure": None,
+        "variants": {},
+        "source": dict(source),
+        "data": dict(data),
+        "fingerprint": fingerprint_of(protocol),
+        "protocol": dict(protocol),
+        "metrics": {k: float(v) for k, v in sorted(results.items())},
+        "parameters": {"total": None, "trainable": None},
+        "seconds_per_image": None,
+        "training": {"steps": None, "seconds": None},
+        "checkpoint": None,
+        "checkpoint_sha256": None,
+        "checkpoint_command": None,
+        "wandb_url": None,
+        "wandb_run_id": None,
+        "config": None,
+    }
+    if random_feature_weights is not None:
+        card["random_feature_weights"] = bool(random_feature_weights)
+    return _save(card, out_dir)
 
 
 def write_failed_card(cfg: DictConfig, error: str) -> Path | None:
@@ -272,22 +287,72 @@ def _fmt(v: Any, spec: str = ".4g") -> str:
     return format(v, spec) if isinstance(v, (int, float)) else str(v)
 
 
+RANDOM_WEIGHTS_WARNING = ("**computed with RANDOM network weights (eval.feature_weights=random): LPIPS, FID, KID and "
+                          "P/U-IDS here test the machinery only and are not comparable with any published value**")
+
+
+def metric_tables(card: Mapping[str, Any]) -> str:
+    """The card's test numbers: the per-bucket table, the model's other numbers and, for a model that scores
+    several procedures (or its raw output), the side-by-side table."""
+    metrics = card["metrics"]
+    buckets = card["protocol"]["metric_options"]["buckets"]
+    if any(k.startswith("test/psnr") for k in metrics):
+        table = metrics_table(metrics, buckets, prefix="test/")
+    else:  # a model that does not inpaint (a generative prior): only its own numbers below
+        table = "(no inpainting scores: the model does not inpaint)"
+    shown = set(reported_metrics(metrics, "test/")) | {"count"}
+    others = {k: v for k, v in metrics.items() if k.startswith("test/") and "@" not in k and "/" not in k[5:]
+              and k[5:] not in shown}
+    if others:  # a model's own numbers (a density model's NLL, a prior's SWD), listed under the table
+        table += "\n\nOther test metrics:\n\n| metric | value |\n|---|---|\n" + "\n".join(
+            f"| {k} | {float(v):.5g} |" for k, v in sorted(others.items()))
+    variants = card.get("variants") or {}
+    if len(variants) > 1:
+        table += ("\n\nSide by side (" + ", ".join(variants) + "):\n\n"
+                  + comparison_table(metrics, buckets, variants))
+    if card.get("random_feature_weights"):
+        table += "\n\n" + RANDOM_WEIGHTS_WARNING
+    return table
+
+
+def metrics_markdown(card: Mapping[str, Any]) -> str:
+    """``metrics.md`` of a run directory, rendered from its card."""
+    per_bucket = card["protocol"]["metric_options"]["per_bucket"]
+    protocol = ("one test run per bucket, masks restricted to its hole ratio (eval.per_bucket=true)" if per_bucket
+                else "one test run, images grouped by their mask's hole ratio")
+    header = (
+        f"# Test metrics\n\nmodel: `{card.get('model_class') or card['model']}`  \n"
+        f"inference procedure: `{card['procedure'] or 'none (the model does not inpaint)'}`  \n"
+        f"checkpoint: `{card['checkpoint']}`  \nbuckets: {protocol}\n\n"
+    )
+    return header + metric_tables(card) + "\n"
+
+
 def card_markdown(card: Mapping[str, Any]) -> str:
     p = card["protocol"]
-    buckets = p["metric_options"]["buckets"]
     t = card["training"]
-    lines = [
-        f"# Results card: {card['model']}",
-        "",
-        f"- command: `{card['command'] or '(composed in Python: no command line)'}`",
-        f"- model: `{card['model_class']}`, inference procedure `{card['procedure']}`",
-        f"- parameters: {card['parameters']['total']:,} ({card['parameters']['trainable']:,} trainable)",
-        f"- latency: {_fmt(card['seconds_per_image'])} s per image (test fill time)",
-        f"- training: {_fmt(t['steps'], 'd')} steps, {_fmt(t['seconds'], '.1f')} s" if t["steps"] is not None
-        else "- training: none recorded (not trained in this run and no step count in the checkpoint)",
-        f"- checkpoint: `{card['checkpoint']}`" + (f", sha256 `{card['checkpoint_sha256']}`"
-                                                   if card.get("checkpoint_sha256") else ""),
-    ]
+    source = card.get("source")
+    params = card["parameters"]
+    lines = [f"# Results card: {card['model']}", ""]
+    if source:
+        lines += [
+            f"- command: `{card['command']}`",
+            f"- outputs scored offline: `{source.get('outputs')}` ({source.get('description') or 'no description'})",
+            f"- known pixels changed by the method: {source.get('known_pixels_changed', {}).get('images', 0)} "
+            f"image(s), {source.get('known_pixels_changed', {}).get('pixels', 0)} pixel(s); "
+            + ("scored as given" if source.get("as_is") else "pasted back (the composite is scored)"),
+        ]
+    else:
+        lines += [
+            f"- command: `{card['command'] or '(composed in Python: no command line)'}`",
+            f"- model: `{card['model_class']}`, inference procedure `{card['procedure']}`",
+            f"- parameters: {params['total']:,} ({params['trainable']:,} trainable)",
+            f"- latency: {_fmt(card['seconds_per_image'])} s per image (test fill time)",
+            f"- training: {_fmt(t['steps'], 'd')} steps, {_fmt(t['seconds'], '.1f')} s" if t["steps"] is not None
+            else "- training: none recorded (not trained in this run and no step count in the checkpoint)",
+            f"- checkpoint: `{card['checkpoint']}`" + (f", sha256 `{card['checkpoint_sha256']}`"
+                                                       if card.get("checkpoint_sha256") else ""),
+        ]
     if card.get("checkpoint_command") and card.get("task") == "test":
         lines.append(f"- trained by: `{card['checkpoint_command']}`")
     if card.get("wandb_url"):
@@ -306,16 +371,11 @@ def card_markdown(card: Mapping[str, Any]) -> str:
         "",
         "## Metrics (composite, per image then averaged)",
         "",
-        metrics_table(card["metrics"], buckets, prefix="test/") if any(k.startswith("test/psnr") for k in
-                                                                          card["metrics"]) else "(no inpainting scores)",
-        "",
-        "## Config",
-        "",
-        "```yaml",
-        yaml.safe_dump(card["config"], sort_keys=True).rstrip(),
-        "```",
+        metric_tables(card),
         "",
     ]
+    if card.get("config") is not None:
+        lines += ["## Config", "", "```yaml", yaml.safe_dump(card["config"], sort_keys=True).rstrip(), "```", ""]
     return "\n".join(lines)
 
 
@@ -336,7 +396,13 @@ def leaderboard_row(card: Mapping[str, Any], run_dir: Path) -> tuple[list[str], 
     """The card's row of the leaderboard (header, values): identity, cost, then every test metric."""
     t = card["training"]
     header = ["model", "settings", "train steps", "train s", "params", "s/image", "fingerprint", "run"]
-    row = [card["model"], " ".join(f"{k}={v}" for k, v in card["settings"].items()), t["steps"], t["seconds"],
+    settings = " ".join(f"{k}={v}" for k, v in card["settings"].items())
+    if card.get("source"):
+        settings = ("scored offline: " + str(card["source"].get("description") or card["source"].get("outputs"))
+                    + (" " + settings if settings else ""))
+    if card.get("random_feature_weights"):
+        settings = (settings + " " if settings else "") + "[field metrics: RANDOM weights]"
+    row = [card["model"], settings, t["steps"], t["seconds"],
            card["parameters"]["total"], card["seconds_per_image"], card["fingerprint"], _display_dir(run_dir)]
     names = reported_metrics(card["metrics"], "test/")
     keys = [f"{m}{suffix}" for suffix in ["", *(f"@{b}" for b in _bucket_names(card))] for m in ("count", *names)]
