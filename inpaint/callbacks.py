@@ -1,5 +1,5 @@
-"""Callbacks: ``last.ckpt`` kept current (periodic, validation-independent, with the RNG states), and PNG
-grids of fixed validation samples at every validation."""
+"""Callbacks: ``last.ckpt`` kept current (periodic, validation-independent, with the RNG states, and on a stop
+signal: :meth:`LastCheckpoint.on_exception`), and PNG grids of fixed validation samples at every validation."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import random
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Checkpoint, RichProgressBar
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from PIL import Image
 
 from inpaint.compat import attached_trainer, validation_follows_batch
@@ -127,6 +129,12 @@ def set_rng_states(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
+def _requeue_handles_signals(trainer: L.Trainer) -> bool:
+    """Whether Lightning's SLURM auto-requeue owns the stop signals of this run (it saves ``hpc_ckpt_N.ckpt``)."""
+    env = getattr(trainer.strategy, "cluster_environment", None)
+    return type(env).__name__ == "SLURMEnvironment" and bool(getattr(env, "auto_requeue", False))
+
+
 class LastCheckpoint(Checkpoint):
     """Keeps ``<dirpath>/last.ckpt`` current, independently of the validation schedule, so a killed run
     loses at most ``minutes`` minutes or ``steps`` steps of training:
@@ -198,7 +206,8 @@ class LastCheckpoint(Checkpoint):
         return bool(trainer.enable_validation) and validation_follows_batch(trainer)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
-        if self._due(trainer):
+        # a stop signal (Lightning stops after this step): save here, where every periodic save is taken
+        if (trainer.received_sigterm and not _requeue_handles_signals(trainer)) or self._due(trainer):
             if self._validation_follows(trainer):
                 return  # on_validation_end saves after it
             self.save(trainer)
@@ -226,6 +235,20 @@ class LastCheckpoint(Checkpoint):
         if trainer.global_step != self._saved_step:
             self.save(trainer)
 
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        """A stop signal during ``fit`` (Lightning stops at the end of a training step with ``SIGTERMException``;
+        :class:`inpaint.cli.SignalWatch` routes Ctrl-C there too): ``last.ckpt`` of that step was saved at the end
+        of the batch (or after its validation), where ``resume=RUN`` continues exactly; here only a step not saved
+        yet is (a signal during validation). Not when a SLURM requeue handles the signal (it saves its own
+        ``hpc_ckpt``)."""
+        if not isinstance(exception, SIGTERMException) or trainer.state.fn != "fit":
+            return
+        if _requeue_handles_signals(trainer):
+            log.info("stop signal under SLURM auto-requeue: its checkpoint is Lightning's hpc_ckpt")
+            return
+        if trainer.global_step != self._saved_step:
+            self.save(trainer)
+
     # ---------------------------------------------------------------------------------------- saving
     def save(self, trainer: L.Trainer) -> Path:
         for logger in trainer.loggers:  # what was logged up to the checkpoint is on disk with it
@@ -246,6 +269,79 @@ class LastCheckpoint(Checkpoint):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._rng_to_restore = state_dict.get("rng")
+
+
+class ProgressLog(L.Callback):
+    """A progress line every ``every_seconds`` when nobody watches a progress bar (stdout is not a terminal:
+    ``make demo > log``, a cluster job, a pipe), to the console and ``run.log``::
+
+        train: step 120/300 (40%), loss 0.0123, 3.2 steps/s, ETA 0:00:56
+        test: batch 12/50 (24%), 4.1 batches/s, ETA 0:00:09
+
+    ``every_seconds=0`` logs every batch; ``always=true`` logs even with a terminal."""
+
+    def __init__(self, every_seconds: float = 30.0, always: bool = False) -> None:
+        if every_seconds < 0:
+            raise ValueError(f"callbacks.progress_log.every_seconds={every_seconds} must be >= 0")
+        self.every = float(every_seconds)
+        self.enabled = bool(always) or not sys.stdout.isatty()
+        self._start: dict[str, tuple[float, int]] = {}
+        self._last = 0.0
+
+    def _due(self) -> bool:
+        now = time.monotonic()
+        if now - self._last < self.every:
+            return False
+        self._last = now
+        return True
+
+    @staticmethod
+    def _eta(done: int, total: int, rate: float) -> str:
+        if rate <= 0 or total <= done:
+            return "0:00:00"
+        seconds = int((total - done) / rate)
+        return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+    def _line(self, stage: str, unit: str, done: int, total: int | None, extra: str | None = None) -> str:
+        start, first = self._start.setdefault(stage, (time.monotonic(), done))
+        rate = (done - first) / max(time.monotonic() - start, 1e-9)
+        parts = [f"{unit} {done}/{total} ({100 * done / total:.0f}%)" if total else f"{unit} {done}"]
+        parts += [extra] if extra else []
+        parts.append(f"{rate:.2f} {unit}{'s' if unit.endswith('p') else 'es'}/s")
+        parts += [f"ETA {self._eta(done, total, rate)}"] if total else []
+        return f"{stage}: " + ", ".join(parts)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start["train"] = (time.monotonic(), trainer.global_step)  # a resumed run counts from its step
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, *args: Any
+                           ) -> None:
+        if not self.enabled or not trainer.is_global_zero or not self._due():
+            return
+        total = trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else None
+        loss = trainer.callback_metrics.get("train/loss")
+        log.info(self._line("train", "step", trainer.global_step, total,
+                            None if loss is None else f"loss {float(loss):.4g}"))
+
+    def _eval_batch(self, trainer: L.Trainer, stage: str, batch_idx: int, totals: Any) -> None:
+        if not self.enabled or not trainer.is_global_zero or trainer.sanity_checking or not self._due():
+            return
+        total = int(totals[0]) if totals and totals[0] != float("inf") else None
+        log.info(self._line(stage, "batch", batch_idx + 1, total))
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start["val"] = (time.monotonic(), 0)
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start["test"] = (time.monotonic(), 0)
+
+    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                                batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_batch(trainer, "val", batch_idx, trainer.num_val_batches)
+
+    def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                          batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_batch(trainer, "test", batch_idx, trainer.num_test_batches)
 
 
 class StepProgressBar(RichProgressBar):

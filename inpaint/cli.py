@@ -27,13 +27,13 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from inpaint.config_dir import CONF_DIR, find_conf_dir
-from inpaint.errors import CheckpointMismatchError, ImageReadError
+from inpaint.errors import CheckpointMismatchError, ImageReadError, RunInterrupted
 
 if TYPE_CHECKING:
     import lightning as L
 
 __all__ = ["CONF_DIR", "NOISE", "USER_ERRORS", "ConsoleFormatter", "echo", "find_conf_dir", "guarded",
-           "build_datamodule", "build_mask", "instantiate", "plain", "report_user_error", "setup_logging", "user_message"]
+           "build_datamodule", "build_mask", "instantiate", "plain", "SignalWatch", "report_user_error", "setup_logging", "user_message"]
 
 #: errors caused by the user's input: reported as one message, without a stack trace
 USER_ERRORS = (
@@ -106,7 +106,12 @@ def _format_warning(message, category, filename, lineno, line=None) -> str:
 
 
 def setup_logging() -> None:
-    """Route Lightning's loggers and Python warnings to the handlers Hydra configured, minus :data:`NOISE`."""
+    """Route Lightning's loggers and Python warnings to the handlers Hydra configured, minus :data:`NOISE`.
+
+    Lightning is imported here (a job is starting): importing it gives its loggers handlers of their own, which
+    must exist before they can be cleared."""
+    import lightning.pytorch  # noqa: F401
+
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
         lg = logging.getLogger(name)
         lg.handlers.clear()
@@ -149,9 +154,13 @@ def guarded(job: Callable, logger: str) -> Callable:
 
     @functools.wraps(job)  # Hydra names the job after the wrapped function's module
     def task(cfg):
-        setup_logging()
         try:
+            setup_logging()
             return job(cfg)
+        except RunInterrupted as e:  # exit 128 + signal, like a shell; said once, with a card, by the run or here
+            if not e.reported:
+                _record_interruption(cfg, e, logger)
+            sys.exit(128 + e.signum)
         except USER_ERRORS as e:
             _record_failure(cfg, f"{type(e).__name__}: {user_message(e)}")
             sys.exit(report_user_error(e, logger))
@@ -162,6 +171,21 @@ def guarded(job: Callable, logger: str) -> Callable:
             raise
 
     return task
+
+
+def _record_interruption(cfg, e: RunInterrupted, logger: str) -> None:
+    """A stop signal that came before the run could report it (while its job was starting): one line, and a card
+    with status ``interrupted``."""
+    import signal
+
+    name = signal.Signals(e.signum).name
+    try:
+        from inpaint.evaluation.card import write_interrupted_card
+
+        write_interrupted_card(cfg, name, None, None)
+    except Exception as err:  # the line below still says what happened
+        logging.getLogger(logger).debug("no interrupted card: %s", err)
+    echo(f"stopped by {name} before training started; run the same command again", logger, file=sys.stderr)
 
 
 def _record_failure(cfg, error: str) -> None:
@@ -207,3 +231,118 @@ def build_mask(cfg: DictConfig, mask_ratio: Sequence[float] | None = None):
 def build_datamodule(cfg: DictConfig, mask_ratio: Sequence[float] | None = None) -> L.LightningDataModule:
     """The configured DataModule; ``mask_ratio`` restricts the mask generator to one hole-ratio range."""
     return instantiate(cfg.data, mask=build_mask(cfg, mask_ratio), seed=cfg.seed)
+
+
+# ------------------------------------------------------------------------------------------- stop signals
+class SignalWatch:
+    """SIGTERM and SIGINT (Ctrl-C) stop a run cleanly, and the run says so.
+
+    :meth:`install` records the first stop signal (:attr:`signum`). While Lightning runs a loop it has its own
+    SIGTERM handler, composed with this one: the loop stops at the end of the current step (``fit`` leaves
+    ``last.ckpt`` of that step, :meth:`inpaint.callbacks.LastCheckpoint.on_exception`); a Ctrl-C is sent there as
+    a SIGTERM. Outside a loop (composing the config, scanning data, writing the report) the run stops at its next
+    :meth:`check`. A second signal stops at once (a second Ctrl-C is Python's ``KeyboardInterrupt``). The entry point turns the stop into a card with status ``interrupted``, one line and
+    exit status ``128 + signal``."""
+
+    SIGNALS = ("SIGTERM", "SIGINT")
+    #: the watch installed by the command line (``inpaint.run.main``), which a run adopts
+    active: SignalWatch | None = None
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def install(self) -> SignalWatch:
+        import signal
+
+        for name in self.SIGNALS:
+            sig = getattr(signal, name)
+            self._previous[sig] = signal.signal(sig, self._handle)
+        SignalWatch.active = self
+        return self
+
+    def uninstall(self) -> None:
+        import signal
+
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        self._previous = {}
+        if SignalWatch.active is self:
+            SignalWatch.active = None
+
+    @property
+    def name(self) -> str:
+        import signal
+
+        return signal.Signals(self.signum).name if self.signum else ""
+
+    def _handle(self, signum: int, frame: object) -> None:
+        import signal
+
+        first = self.signum is None
+        if first:
+            self.signum = signum
+            logging.getLogger("inpaint").warning("received %s: stopping at the end of the current step",
+                                                 signal.Signals(signum).name)
+        if signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C stops at once
+        if signal.getsignal(signal.SIGTERM) != self._handle:  # a Lightning loop runs: it stops after this step
+            if signum == signal.SIGINT:  # through Lightning's SIGTERM handler, composed with this one
+                os.kill(os.getpid(), signal.SIGTERM)
+        elif not first:  # outside a loop the run stops at its next check; a second signal stops it now
+            raise RunInterrupted(signum)
+
+    def check(self) -> None:
+        """Raise :class:`~inpaint.errors.RunInterrupted` if a stop signal came (the run calls this between its
+        stages: raising from the handler itself could land inside an import or a file write)."""
+        if self.signum is not None:
+            raise RunInterrupted(self.signum)
+
+
+# ------------------------------------------------------------------------------------------- override types
+def _type_word(value: object) -> str:
+    return {bool: "true or false", int: "an integer", float: "a number"}.get(type(value), type(value).__name__)
+
+
+def check_override_types(overrides: Sequence[str], config_name: str = "train") -> None:
+    """Refuse an override whose value cannot be of its key's type, before anything runs: ``trainer.max_steps=abc``
+    names the key, the value and the type its default has (Lightning would fail later with "'<' not supported
+    between 'str' and 'int'"). Numbers and booleans are checked (a word where a number or true/false belongs);
+    keys that are null or structured by default, ``+`` additions and sweep ranges are left to the config. When
+    the group choices themselves do not compose, nothing is checked here: Hydra reports that itself."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides([o for o in overrides if not o.startswith("-")])
+    except Exception:
+        return  # Hydra reports a malformed override itself
+    choices = [o.input_line for o in parsed if "." not in o.key_or_group and not o.is_sweep_override()
+               and not o.key_or_group.startswith("hydra") and not o.is_delete()]
+    if GlobalHydra.instance().is_initialized():
+        return
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            base = compose(config_name, overrides=choices)
+    except Exception:
+        return
+    for o in parsed:
+        key = o.key_or_group
+        if o.is_add() or o.is_delete() or "." not in key or key.startswith("hydra"):
+            continue
+        try:
+            default = OmegaConf.select(base, key, throw_on_missing=False)
+        except Exception:
+            continue
+        if type(default) not in (bool, int, float):
+            continue
+        try:
+            value = o.value()
+        except Exception:
+            continue
+        values = list(getattr(value, "list", None) or []) if o.is_sweep_override() else [value]
+        for v in values:
+            wrong = not isinstance(v, bool) if isinstance(default, bool) else isinstance(v, (str, bool))
+            if wrong:
+                raise ValueError(f"{key}={v!r}: {key} takes {_type_word(default)} (its default is {default!r})")

@@ -18,6 +18,7 @@ __all__ = [
     "ChecksumError",
     "ImageReadError",
     "NotACheckpointError",
+    "RunInterrupted",
     "UnsafeCheckpointError",
     "WeightsChecksumError",
     "WeightsUnavailableError",
@@ -69,3 +70,12 @@ class WeightsUnavailableError(FileNotFoundError):
 
 class WeightsChecksumError(ValueError):
     """A weight file's SHA-256 differs from the registry's."""
+
+
+class RunInterrupted(Exception):
+    """A stop signal (SIGTERM, SIGINT) ended a run; ``signum`` is the signal, ``128 + signum`` the exit status."""
+
+    def __init__(self, signum: int, step: int | None = None, reported: bool = False) -> None:
+        #: ``reported``: the run has printed its line and written its card
+        self.signum, self.step, self.reported = int(signum), step, reported
+        super().__init__(f"stopped by signal {self.signum}" + (f" at step {step}" if step is not None else ""))

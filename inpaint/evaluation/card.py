@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 CARD_JSON, CARD_MD = "card.json", "card.md"
 __all__ = ["CARD_JSON", "CARD_MD", "PATH_KEYS", "PATH_PREFIXES", "card_markdown", "fingerprint_of",
            "leaderboard_row", "metrics_markdown", "protocol_of", "relative_paths", "settings_of", "write_card",
-           "write_failed_card", "write_score_card"]
+           "write_failed_card", "write_interrupted_card", "write_score_card"]
 
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -250,9 +250,9 @@ def write_score_card(out_dir: Path, name: str, results: Mapping[str, float], pro
     return _save(card, out_dir)
 
 
-def write_failed_card(cfg: DictConfig, error: str) -> Path | None:
-    """``card.json`` with ``"status": "failed"`` and ``error`` in a failed ``inpaint.run`` job's directory
-    (when the config is a run's and its directory exists); returns its path."""
+def _write_status_card(cfg: DictConfig, status: str, error: str, extra: Mapping[str, Any]) -> Path | None:
+    """``card.json`` / ``card.md`` with ``status`` (``failed``, ``interrupted``) and a one-line reason in an
+    ``inpaint.run`` job's directory (when the config is a run's and its directory exists); returns its path."""
     if not isinstance(cfg, DictConfig) or "task" not in cfg or "eval" not in cfg:
         return None  # not inpaint.run (predict, prepare)
     try:
@@ -263,19 +263,34 @@ def write_failed_card(cfg: DictConfig, error: str) -> Path | None:
         return None
     choices, overrides = _hydra_runtime()
     card = {
-        "status": "failed",
+        "status": status,
         "error": error.strip().splitlines()[-1] if error.strip() else "unknown error",
         "model": choices.get("model") or str(cfg.model.get("_target_", "?")).rsplit(".", 1)[-1],
         "task": str(cfg.task),
         "command": " ".join(["python -m inpaint.run", *sys.argv[1:]]) if overrides else None,
         "overrides": overrides,
         "settings": settings_of(overrides),
+        **extra,
     }
     card = relative_paths(card, Path.cwd())
     path = out_dir / CARD_JSON
     path.write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
-    (out_dir / CARD_MD).write_text(f"# Results card: {card['model']} (failed)\n\nerror: `{card['error']}`\n")
+    (out_dir / CARD_MD).write_text(f"# Results card: {card['model']} ({status})\n\n{status}: `{card['error']}`\n")
     return path
+
+
+def write_failed_card(cfg: DictConfig, error: str) -> Path | None:
+    """``card.json`` with ``"status": "failed"`` and ``error`` in a failed ``inpaint.run`` job's directory."""
+    return _write_status_card(cfg, "failed", error, {})
+
+
+def write_interrupted_card(cfg: DictConfig, signal_name: str, step: int | None, checkpoint: str | None
+                           ) -> Path | None:
+    """``card.json`` with ``"status": "interrupted"``: the signal, the step reached and the checkpoint left (the
+    leaderboard lists the run with the failed and unfinished ones)."""
+    where = f"at step {step}" if step is not None else "before training started"
+    return _write_status_card(cfg, "interrupted", f"stopped by {signal_name} {where}",
+                              {"signal": signal_name, "step": step, "checkpoint": checkpoint})
 
 
 def _fmt(v: Any, spec: str = ".4g") -> str:
