@@ -16,6 +16,7 @@ import torch
 from inpaint.checkpoint_io import CHECKPOINT_CLASS_KEY, class_path, read_checkpoint
 from inpaint.config_dir import CONF_DIR
 from inpaint.errors import CheckpointMismatchError, NotACheckpointError, UnsafeCheckpointError
+from inpaint.nets.state_check import state_dict_problems
 
 if TYPE_CHECKING:
     from inpaint.models.base import InpaintModule
@@ -66,8 +67,41 @@ def _refuse_other_class(ckpt: dict, path: str | Path, model: InpaintModule, mode
     )
 
 
+def resolve_checkpoint(path: str | Path, prefer: tuple[str, ...] = ("best.ckpt", "last.ckpt"),
+                       option: str = "ckpt_path") -> str:
+    """``path`` itself when it is a file; a run directory (or its ``checkpoints/``) gives its first checkpoint of
+    ``prefer`` (the best for a test, the last to resume), said in the log; else a one-line error."""
+    p = Path(path)
+    if not p.is_dir():
+        return str(path)
+    for name in prefer:
+        for cand in (p / "checkpoints" / name, p / name):
+            if cand.is_file():
+                log.info("%s=%s is a directory: using %s", option, path, cand)
+                return str(cand)
+    raise FileNotFoundError(f"{option}={path} is a directory without {' or '.join(prefer)} (in it or its "
+                            "checkpoints/): give a .ckpt file or a run directory")
+
+
+def check_state_dict(state: dict, model: torch.nn.Module, path: str | Path, option: str = "ckpt_path") -> None:
+    """Raise :class:`CheckpointMismatchError` in one line when the checkpoint's weights do not fit ``model``
+    (missing or unexpected keys, other shapes; a few named): the same class built with other options, e.g.
+    another ``model.net.widths``, or an edited file."""
+    if not isinstance(state, dict):
+        raise CheckpointMismatchError(f"{option}={path}: the checkpoint holds no state_dict")
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    problems = state_dict_problems({k: v for k, v in state.items() if torch.is_tensor(v)}, expected)
+    if problems:
+        raise CheckpointMismatchError(
+            f"{option}={path}: its weights do not fit the {type(model).__name__} this config builds: "
+            f"{'; '.join(problems)}. Use the model options it was trained with (its run's .hydra/config.yaml), "
+            "or a checkpoint of this model"
+        )
+
+
 def check_checkpoint_class(path: str | Path, model: torch.nn.Module, model_conf_dir: Path | None = None) -> dict:
-    """Raise :class:`CheckpointMismatchError` naming both classes if ``path`` was saved by another model."""
+    """Raise :class:`CheckpointMismatchError` naming both classes if ``path`` was saved by another model, or
+    naming the keys when its weights do not fit ``model`` (:func:`check_state_dict`)."""
     ckpt = read_checkpoint(path, "ckpt_path")
     if ckpt.get(CHECKPOINT_CLASS_KEY) is None:
         raise CheckpointMismatchError(
@@ -75,6 +109,7 @@ def check_checkpoint_class(path: str | Path, model: torch.nn.Module, model_conf_
             f"builds {class_path(model)}. To start from foreign weights use init_from={path}"
         )
     _refuse_other_class(ckpt, path, model, model_conf_dir, "ckpt_path")
+    check_state_dict(ckpt.get("state_dict"), model, path)
     return ckpt
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import logging
 import math
+import os
 import time
 from pathlib import Path
 
@@ -27,10 +28,11 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from inpaint.checkpoint_io import CHECKPOINT_CLASS_KEY, read_checkpoint
+from inpaint.checkpoints import check_state_dict, resolve_checkpoint
 from inpaint.cli import echo, guarded, plain
 from inpaint.config_dir import CONF_DIR
 from inpaint.data.io import IMAGE_EXTENSIONS, list_images, read_image
-from inpaint.data.mask_files import HOLE_VALUES, read_mask_file
+from inpaint.data.mask_files import HOLE_VALUES, read_mask_levels
 from inpaint.errors import CheckpointMismatchError
 from inpaint.models.base import InpaintModule
 
@@ -66,6 +68,7 @@ def load_model(
         raise ValueError("weights= goes with model=NAME (the authors' released weights), not with ckpt_path=")
     if options:
         raise ValueError("model_options= go with model=NAME; a checkpoint carries its own model config")
+    ckpt_path = resolve_checkpoint(ckpt_path)
     ckpt = read_checkpoint(ckpt_path)
     target = ckpt.get(CHECKPOINT_CLASS_KEY)
     if target is None:
@@ -73,8 +76,23 @@ def load_model(
     module_name, _, cls_name = target.rpartition(".")
     cls = getattr(importlib.import_module(module_name), cls_name)
     net = cls.from_hyperparameters(ckpt.get("hyper_parameters", {}))
+    check_state_dict(ckpt.get("state_dict"), net, ckpt_path)
     net.load_state_dict(ckpt["state_dict"])
     return net
+
+
+def check_output_dir(out_dir: Path) -> None:
+    """``output=`` must be a folder this process can write (created when missing): one line otherwise."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"output={out_dir} is an existing file: give a folder (created if missing)")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / f".inpaint-write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        raise ValueError(f"output={out_dir} cannot be written ({e.strerror or e}): give a folder you can write to"
+                         ) from None
 
 
 def pick_device(device: str) -> torch.device:
@@ -101,10 +119,20 @@ def mask_level(threshold: float) -> int:
 
 def read_mask(path: Path, hole: str = "white", threshold: float = 0.5) -> np.ndarray:
     """A mask file as float32 ``[H,W]`` with 1 = hole, whatever its mode (L, RGB, RGBA, 1-bit, 16-bit), read
-    by the same reader as the training masks (:func:`inpaint.data.mask_files.read_mask_file`)."""
+    by the same reader as the training masks (:func:`inpaint.data.mask_files.read_mask_file`). Warns about gray
+    levels between black and white (they are split at the threshold, so part of a soft hole may stay known)."""
     if hole not in HOLE_VALUES:
         raise ValueError(f"mask_hole={hole!r}: use 'white' (bright pixels are holes) or 'black'")
-    return read_mask_file(path, hole, mask_level(threshold)).astype(np.float32)
+    level = mask_level(threshold)
+    gray = read_mask_levels(path)
+    between = int(np.count_nonzero((gray > 0) & (gray < 255)))
+    if between:
+        log.warning(
+            "mask %s has %d pixel(s) of intermediate gray (neither black nor white): they are holes at gray level "
+            "%s %d (mask_threshold=%g, mask_hole=%s); dilate= widens the holes, mask_threshold= moves the split",
+            path, between, ">=" if hole == "white" else "<", level, threshold, hole)
+    mask = gray >= level if hole == "white" else gray < level
+    return mask.astype(np.float32)
 
 
 def read_input(img_path: Path, mask_path: Path | None, hole: str, threshold: float) -> tuple[np.ndarray, np.ndarray]:
@@ -129,6 +157,9 @@ def read_input(img_path: Path, mask_path: Path | None, hole: str, threshold: flo
     if src.bit_depth > 8:
         log.warning("image %s is %d-bit: it is scaled to 8 bits, and the output is an 8-bit PNG", img_path,
                     src.bit_depth)
+    if mask.size and mask.max() <= 0.0:
+        log.warning("mask %s has no hole pixel: image %s is returned unchanged (mask_hole=%s; is the mask "
+                    "inverted?)", mask_path or f"{ALPHA_MASK} (fully opaque)", img_path, hole)
     if mask.size and mask.min() >= 1.0:
         log.warning(
             "mask %s leaves no known pixel of image %s (all of it is hole): the model has nothing to fill from",
@@ -194,6 +225,7 @@ def inpaint_file(model: InpaintModule, image: np.ndarray, mask: np.ndarray, devi
 def predict(cfg: DictConfig) -> list[Path]:
     """Run the whole job; returns the written composite paths."""
     device = pick_device(cfg.device)
+    check_output_dir(Path(cfg.output))  # before the model loads: a wrong folder costs nothing
     model = load_model(cfg.get("ckpt_path"), cfg.get("model"), cfg.get("weights"), plain(cfg.get("model_options")))
     model = model.to(device).eval()
     # a model refuses a procedure or option it does not have, by name

@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -179,7 +180,7 @@ class InpaintDataModule(L.LightningDataModule):
         self.image_size = _pair(image_size)
         self.batch_size = int(batch_size)
         self.eval_batch_size = int(eval_batch_size or batch_size)
-        self.num_workers = int(num_workers)
+        self.num_workers = usable_workers(int(num_workers))
         self.train_samples_per_epoch = train_samples_per_epoch
         self.eval_crops_per_image = eval_crops_per_image
         self.resize_short = resize_short
@@ -301,6 +302,19 @@ class InpaintDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test")
+
+
+def usable_workers(requested: int) -> int:
+    """``data.num_workers`` capped by the CPU cores this process may use (more workers than cores only compete
+    with the training process; DataLoader warns about it on every run). The cap is logged; the data order does
+    not depend on the worker count."""
+    if requested < 0:
+        raise ValueError(f"data.num_workers={requested} must be >= 0")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if requested > cores:
+        log.info("data.num_workers=%d capped at %d: this process may use %d CPU core(s)", requested, cores, cores)
+        return cores
+    return requested
 
 
 class EvalShardSampler(DistributedSampler):

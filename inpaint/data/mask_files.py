@@ -80,16 +80,22 @@ def read_mask_file(path: str | os.PathLike[str], hole: str = "white", threshold:
     """
     if hole not in HOLE_VALUES:
         raise ValueError(f"hole={hole!r}: use 'white' (bright mask pixels are holes) or 'black'")
+    gray = read_mask_levels(path)
+    return gray >= threshold if hole == "white" else gray < threshold
+
+
+def read_mask_levels(path: str | os.PathLike[str]) -> np.ndarray:
+    """A mask image file as ``[H, W]`` uint8 gray levels (any mode), before binarising; a missing, unreadable
+    or corrupt file raises :class:`ImageReadError` naming it."""
     try:
         with Image.open(path) as img:
             img.load()
-            gray = _gray_uint8(img)
+            return _gray_uint8(img)
     except MemoryError:
         raise
     except Exception as e:  # PIL raises OSError, ValueError, SyntaxError, EOFError, ...
         reason = str(e) or type(e).__name__
         raise ImageReadError.for_file(path, f"{reason} ({type(e).__name__})") from e
-    return gray >= threshold if hole == "white" else gray < threshold
 
 
 def _hole_ratio(path: Path, hole: str, threshold: int) -> float:

@@ -1,0 +1,151 @@
+"""Nothing silent, nothing slow to start: one line for a wrongly typed override, a checkpoint whose weights do not
+fit, a run directory given as a checkpoint, an output that cannot be written; warnings for masks that say less
+than they seem; progress lines without a terminal; a command line that does not load Lightning to say --help."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY, run_cli, tiny, write_photos
+from PIL import Image
+
+from inpaint.checkpoints import CheckpointMismatchError, check_state_dict, resolve_checkpoint
+from inpaint.cli import check_override_types
+from inpaint.data.datamodule import usable_workers
+from inpaint.predict import check_output_dir, predict, read_mask
+from inpaint.run import build_model, run
+
+
+def test_the_command_line_loads_no_heavy_package_before_a_job_starts() -> None:
+    code = ("import sys, inpaint.run; print(sorted(m for m in ('lightning', 'torch', 'numpy', 'wandb', 'optuna', "
+            "'matplotlib', 'submitit') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_help_and_a_config_error_answer_from_the_real_cli(tmp_path: Path) -> None:
+    helped = run_cli("inpaint.run", "--help", cwd=tmp_path)
+    assert helped.returncode == 0 and "Configuration groups" in helped.stdout
+    typed = run_cli("inpaint.run", "trainer.max_steps=abc", cwd=tmp_path)
+    assert typed.returncode == 1 and "Traceback" not in typed.stderr
+    assert "trainer.max_steps='abc': trainer.max_steps takes an integer (its default is 300)" in typed.stderr
+
+
+def test_wrongly_typed_overrides_name_key_value_and_type() -> None:
+    with pytest.raises(ValueError, match=r"trainer.max_steps='abc': .* takes an integer"):
+        check_override_types(["trainer.max_steps=abc"])
+    with pytest.raises(ValueError, match=r"model.optimizer.lr='fast': .* takes a number"):
+        check_override_types(["model=isnet", "model.optimizer.lr=fast"])
+    with pytest.raises(ValueError, match=r"'x'.* takes a number"):
+        check_override_types(["-m", "model.optimizer.lr=1e-3,x"])
+    check_override_types(["trainer.max_steps=5", "data.image_size=[32,48]", "model.optimizer.lr=1", "+foo.bar=x"])
+    check_override_types(["model=nope", "trainer.max_steps=abc"])  # a bad choice is Hydra's to report
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    from hydra import compose, initialize_config_dir
+
+    from inpaint.run import CONF_DIR
+
+    out = tmp_path_factory.mktemp("trained") / "run"
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        run(compose("train", overrides=[*tiny(), "logger=none", f"paths.output_dir={out}"]))
+    return out
+
+
+def test_a_checkpoint_whose_weights_do_not_fit_is_one_line(trained: Path, make_cfg) -> None:
+    ckpt = torch.load(trained / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    wider = build_model(make_cfg(*tiny(), "model.net.widths=[16,8,8,8,8]"))
+    with pytest.raises(CheckpointMismatchError) as info:
+        check_state_dict(ckpt["state_dict"], wider, "x.ckpt")
+    message = str(info.value)
+    assert "\n" not in message and "SCNNModule" in message and "wrong shape" in message and "x.ckpt" in message
+    state = dict(ckpt["state_dict"])
+    state.pop(next(iter(state)))
+    state["extra.weight"] = torch.zeros(1)
+    with pytest.raises(CheckpointMismatchError, match=r"missing 1 key.*unexpected 1 key.*extra.weight"):
+        check_state_dict(state, build_model(make_cfg(*tiny())), "y.ckpt")
+
+
+@pytest.mark.slow
+def test_test_and_predict_report_a_misfit_checkpoint_in_one_line(trained: Path, tmp_path: Path) -> None:
+    ckpt = torch.load(trained / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    ckpt["state_dict"].pop(next(iter(ckpt["state_dict"])))
+    broken = tmp_path / "broken.ckpt"
+    torch.save(ckpt, broken)
+    tested = run_cli("inpaint.run", "task=test", f"ckpt_path={broken}", *tiny(), "logger=none", cwd=tmp_path)
+    assert tested.returncode == 1 and "Traceback" not in tested.stderr and "missing 1 key" in tested.stderr
+    photo = write_photos(tmp_path / "in", 1)[0]
+    mask = tmp_path / "mask.png"
+    Image.fromarray(np.pad(np.full((10, 10), 255, np.uint8), ((4, 34), (4, 26)))).save(mask)
+    made = run_cli("inpaint.predict", f"ckpt_path={broken}", f"input={photo}", f"mask={mask}",
+                   f"output={tmp_path / 'out'}", cwd=tmp_path)
+    assert made.returncode == 1 and "Traceback" not in made.stderr and "missing 1 key" in made.stderr
+
+
+def test_a_run_directory_stands_for_its_checkpoint(trained: Path, caplog) -> None:
+    with caplog.at_level(logging.INFO, logger="inpaint.checkpoints"):
+        chosen = resolve_checkpoint(trained)
+    assert Path(chosen).name in ("best.ckpt", "last.ckpt") and "is a directory: using" in caplog.text
+    assert resolve_checkpoint(trained, ("last.ckpt",)) == str(trained / "checkpoints" / "last.ckpt")
+    with pytest.raises(FileNotFoundError, match="without best.ckpt or last.ckpt"):
+        resolve_checkpoint(trained / "csv" if (trained / "csv").is_dir() else trained.parent)
+
+
+def test_an_output_that_is_a_file_or_unwritable_is_refused(tmp_path: Path) -> None:
+    existing = tmp_path / "out.png"
+    existing.write_bytes(b"x")
+    with pytest.raises(ValueError, match=r"output=.*out.png is an existing file"):
+        check_output_dir(existing)
+    with pytest.raises(ValueError, match=r"cannot be written"):
+        check_output_dir(existing / "below")  # a folder under a file cannot exist
+    check_output_dir(tmp_path / "new" / "deeper")
+    assert (tmp_path / "new" / "deeper").is_dir()
+
+
+def test_masks_that_say_less_than_they_seem_are_warned(make_cfg, tmp_path: Path, caplog) -> None:
+    photo = write_photos(tmp_path / "in", 1, size=(24, 20))[0]
+    grey = np.zeros((24, 20), np.uint8)
+    grey[2:8, 2:8], grey[10:14, 10:14] = 100, 200
+    Image.fromarray(grey).save(tmp_path / "grey.png")
+    with caplog.at_level(logging.WARNING, logger="inpaint.predict"):
+        mask = read_mask(tmp_path / "grey.png")
+    assert mask.sum() == 16  # only the 200s reach gray level 128
+    assert "52 pixel(s) of intermediate gray" in caplog.text and ">= 128" in caplog.text
+    Image.fromarray(np.zeros((24, 20), np.uint8)).save(tmp_path / "none.png")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="inpaint.predict"):
+        written = predict(make_cfg("model=biharmonic", f"input={photo}", f"mask={tmp_path / 'none.png'}",
+                                   f"output={tmp_path / 'out'}", config="predict"))
+    assert "has no hole pixel" in caplog.text and "returned unchanged" in caplog.text
+    assert np.array_equal(np.asarray(Image.open(written[0]).convert("RGB")),
+                          np.asarray(Image.open(photo).convert("RGB")))
+
+
+def test_worker_counts_are_capped_by_the_cores(caplog) -> None:
+    import os
+
+    cores = len(os.sched_getaffinity(0))
+    with caplog.at_level(logging.INFO, logger="inpaint.data.datamodule"):
+        assert usable_workers(cores + 3) == cores
+    assert "capped" in caplog.text and usable_workers(0) == 0
+    with pytest.raises(ValueError, match="num_workers=-1"):
+        usable_workers(-1)
+
+
+def test_progress_lines_without_a_terminal(make_cfg, tmp_path: Path, caplog) -> None:
+    cfg = make_cfg(*TINY, "model.net.widths=[8,8,8,8,8]", "model.net.lif.time_steps=2", "logger=none",
+                   "callbacks.progress_log.every_seconds=0", "trainer.max_steps=3", "trainer.val_check_interval=3")
+    with caplog.at_level(logging.INFO, logger="inpaint.callbacks"):
+        run(cfg)
+    lines = [r.getMessage() for r in caplog.records if r.name == "inpaint.callbacks"]
+    assert any(ln.startswith("train: step 3/3 (100%), loss ") and "steps/s, ETA" in ln for ln in lines), lines
+    assert any(ln.startswith("test: batch ") for ln in lines), lines
