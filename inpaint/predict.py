@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from inpaint.checkpoint_io import CHECKPOINT_CLASS_KEY, read_checkpoint
 from inpaint.checkpoints import check_state_dict, resolve_checkpoint
@@ -205,14 +206,21 @@ def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str = "reflect") -> tu
     return x, (h, w)
 
 
+def dilate_mask(mask: np.ndarray, dilate: int) -> np.ndarray:
+    """The ``HxW`` hole mask grown by ``dilate`` pixels (a square max filter); ``dilate=0``: as is."""
+    if dilate <= 0:
+        return mask
+    grown = F.max_pool2d(torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None, None],
+                         kernel_size=2 * dilate + 1, stride=1, padding=dilate)
+    return grown[0, 0].numpy()
+
+
 def inpaint_file(model: InpaintModule, image: np.ndarray, mask: np.ndarray, device: torch.device,
                  dilate: int = 0, pad_mode: str = "reflect", index: int = 0) -> np.ndarray:
     """Inpaint one ``HxWx3`` uint8 image with a ``HxW`` hole mask (1 = hole); returns uint8 ``HxWx3``.
     ``index`` is the image's identity for a stochastic procedure (with the model's ``inference_seed``)."""
     img = torch.from_numpy(image).permute(2, 0, 1)[None].float().div(255.0).to(device)
-    msk = torch.from_numpy(mask)[None, None].float().to(device)
-    if dilate > 0:
-        msk = F.max_pool2d(msk, kernel_size=2 * dilate + 1, stride=1, padding=dilate)
+    msk = torch.from_numpy(dilate_mask(mask, dilate))[None, None].float().to(device)
     multiple = max(1, model.needs().size_multiple)
     img_p, (h, w) = pad_to_multiple(img, multiple, pad_mode)
     msk_p, _ = pad_to_multiple(msk, multiple, "replicate" if pad_mode == "reflect" else pad_mode)
@@ -237,34 +245,36 @@ def predict(cfg: DictConfig) -> list[Path]:
     images = [in_path] if in_path.is_file() else list_images(in_path)
     masks = [None] * len(images) if str(cfg.mask) == ALPHA_MASK else pair_masks(images, in_path, Path(cfg.mask))
     written = []
-    bar = tqdm(total=len(images), desc=f"inpaint ({model.procedure})", unit="image", disable=len(images) < 2,
-               dynamic_ncols=True)
-    for number, (img_path, mask_path) in enumerate(zip(images, masks, strict=True)):
-        image, mask = read_input(img_path, mask_path, cfg.mask_hole, cfg.mask_threshold)
-        if mask.shape != image.shape[:2]:
-            if not cfg.resize_mask:
-                raise ValueError(
-                    f"mask {mask_path} is {mask.shape[1]}x{mask.shape[0]} (WxH) but image {img_path} is "
-                    f"{image.shape[1]}x{image.shape[0]}: give a mask of the image's size, or resize_mask=true"
-                )
-            mask = np.asarray(Image.fromarray(mask).resize(image.shape[1::-1], Image.NEAREST))
-        start = time.perf_counter()
-        try:
-            result = inpaint_file(model, image, mask, device, int(cfg.dilate), cfg.pad_mode, index=number)
-        except ValueError as e:  # a model refusing this input: say which file it was
-            raise ValueError(f"image {img_path} with mask {mask_path or ALPHA_MASK}: {e}") from e
-        rel = img_path.relative_to(in_path) if in_path.is_dir() else Path(img_path.name)
-        dest = (out_dir / rel).with_suffix(".png")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(result).save(dest)
-        if cfg.save_masked:
-            masked = (image * (1 - mask[..., None])).astype(np.uint8)
-            Image.fromarray(masked).save(dest.with_name(dest.stem + "_masked.png"))
-        log.info("%s + %s -> %s (hole %.1f %%, %.2f s)", img_path, mask_path or ALPHA_MASK, dest,
-                 100 * float(mask.mean()), time.perf_counter() - start)
-        written.append(dest)
-        bar.update()
-    bar.close()
+    with logging_redirect_tqdm():  # log lines go above the progress bar, not through it
+        bar = tqdm(total=len(images), desc=f"inpaint ({model.procedure})", unit="image", disable=len(images) < 2,
+                   dynamic_ncols=True)
+        for number, (img_path, mask_path) in enumerate(zip(images, masks, strict=True)):
+            image, mask = read_input(img_path, mask_path, cfg.mask_hole, cfg.mask_threshold)
+            if mask.shape != image.shape[:2]:
+                if not cfg.resize_mask:
+                    raise ValueError(
+                        f"mask {mask_path} is {mask.shape[1]}x{mask.shape[0]} (WxH) but image {img_path} is "
+                        f"{image.shape[1]}x{image.shape[0]}: give a mask of the image's size, or resize_mask=true"
+                    )
+                mask = np.array(Image.fromarray(mask).resize(image.shape[1::-1], Image.NEAREST))  # a writable copy
+            mask = dilate_mask(mask, int(cfg.dilate))  # what is filled: logged and drawn as such
+            start = time.perf_counter()
+            try:
+                result = inpaint_file(model, image, mask, device, 0, cfg.pad_mode, index=number)
+            except ValueError as e:  # a model refusing this input: say which file it was
+                raise ValueError(f"image {img_path} with mask {mask_path or ALPHA_MASK}: {e}") from e
+            rel = img_path.relative_to(in_path) if in_path.is_dir() else Path(img_path.name)
+            dest = (out_dir / rel).with_suffix(".png")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(result).save(dest)
+            if cfg.save_masked:
+                masked = (image * (1 - mask[..., None])).astype(np.uint8)
+                Image.fromarray(masked).save(dest.with_name(dest.stem + "_masked.png"))
+            log.info("%s + %s -> %s (hole %.1f %%, %.2f s)", img_path, mask_path or ALPHA_MASK, dest,
+                     100 * float(mask.mean()), time.perf_counter() - start)
+            written.append(dest)
+            bar.update()
+        bar.close()
     echo(f"inpainted {len(written)} image(s) on {device} -> {out_dir.resolve()}", "inpaint.predict")
     return written
 

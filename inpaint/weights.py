@@ -313,7 +313,10 @@ def load_state_dict(
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ValueError(f"cannot read weights from '{path}' as a PyTorch state dict: {e}") from e
+        # torch's own text is a page of advice about weights_only: the kind of failure is what helps
+        raise ValueError(f"cannot read weights from '{path}' as a PyTorch state dict (torch.load: {type(e).__name__}); "
+                         "give a .pth file of tensors (the registry names: python -c 'import inpaint.weights as w; "
+                         "print(sorted(w.REGISTRY))')") from None
     if not isinstance(obj, dict):
         raise ValueError(f"'{path}' holds a {type(obj).__name__}, not a state dict (a dict of tensors)")
     return obj

@@ -149,3 +149,38 @@ def test_progress_lines_without_a_terminal(make_cfg, tmp_path: Path, caplog) -> 
     lines = [r.getMessage() for r in caplog.records if r.name == "inpaint.callbacks"]
     assert any(ln.startswith("train: step 3/3 (100%), loss ") and "steps/s, ETA" in ln for ln in lines), lines
     assert any(ln.startswith("test: batch ") for ln in lines), lines
+
+
+def test_images_smaller_than_the_crop_follow_the_upscale_rule(make_cfg, tmp_path: Path, caplog) -> None:
+    from inpaint.run import build_datamodule
+
+    write_photos(tmp_path / "tiny", 6, size=(8, 8))
+    write_photos(tmp_path / "small", 6, size=(20, 24))
+    common = ["data=folder", "data.image_size=32", "data.num_workers=0", "logger=none"]
+    dm = build_datamodule(make_cfg(*common, f"data.root={tmp_path / 'tiny'}"))
+    dm.setup("fit")
+    with pytest.raises(ValueError, match=r"image .*\.png is 8x8: it would be enlarged 4\.0x .*data\.upscale=2"):
+        dm._dataset("train")[0]
+    dm = build_datamodule(make_cfg(*common, f"data.root={tmp_path / 'tiny'}", "data.upscale=4"))
+    dm.setup("fit")
+    assert dm._dataset("train")[0]["image"].shape == (3, 32, 32)
+    dm = build_datamodule(make_cfg(*common, f"data.root={tmp_path / 'small'}"))
+    dm.setup("fit")
+    with caplog.at_level(logging.WARNING, logger="inpaint.data.datamodule"):
+        for i in range(3):
+            dm._dataset("train")[i]
+    warned = [r.getMessage() for r in caplog.records if "is enlarged 1.60x" in r.getMessage()]
+    assert len(warned) == 1 and "(1 such image load(s) in the train split so far" in warned[0]
+    with pytest.raises(ValueError, match="data.upscale=0.5 must be >= 1"):
+        build_datamodule(make_cfg(*common, f"data.root={tmp_path / 'small'}", "data.upscale=0.5"))
+
+
+@pytest.mark.slow
+def test_shell_completion_of_the_command(tmp_path: Path) -> None:
+    """Hydra's bash completion works for the command (what ``eval "$(inpaint-run -sc install=bash)"`` uses)."""
+    import os
+
+    env = {**os.environ, "COMP_LINE": "inpaint-run model=bi", "COMP_POINT": "20"}
+    proc = subprocess.run([sys.executable, "-m", "inpaint.run", "-sc", "query=bash"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0 and "model=biharmonic" in proc.stdout.split()

@@ -66,7 +66,7 @@ def test_training_samples_vary():
 def test_small_images_are_resized_up(tmp_path):
     write_photos(tmp_path / "small", 3, size=(12, 20))
     src = FolderSource(tmp_path / "small")
-    dm = _dm(train=src, val=src, test=src, resize_short=None)
+    dm = _dm(train=src, val=src, test=src, resize_short=None, upscale=3)  # 2.7x: past the default rule of 2x
     dm.setup("fit")
     assert dm.val_dataset[0]["image"].shape == (3, 32, 32)
     assert next(iter(dm.train_dataloader()))["image"].shape == (4, 3, 32, 32)

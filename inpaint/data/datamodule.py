@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import logging
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -57,6 +58,7 @@ class InpaintDataset(Dataset):
         hflip: bool = False,
         center_crop: int | Sequence[int] | None = None,
         crops_per_load: int = 1,
+        upscale: float = 2.0,
     ) -> None:
         if len(source) == 0:
             raise ValueError(f"the {split} image source is empty")
@@ -71,6 +73,8 @@ class InpaintDataset(Dataset):
         self.hflip = hflip
         self.center_crop = _pair(center_crop) if center_crop else None
         self.crops_per_load = int(crops_per_load) if train else 1
+        self.upscale = check_upscale(upscale)
+        self._enlarged = 0  # images enlarged to cover the crop so far (in this process)
         if self.crops_per_load < 1:
             raise ValueError(f"data.train_crops_per_load must be >= 1, got {crops_per_load}")
         default_len = len(source) if train else len(source) * self.crops_per_image
@@ -81,6 +85,24 @@ class InpaintDataset(Dataset):
 
     def __len__(self) -> int:
         return self.length
+
+    def _enlarging(self, idx: int, shape: tuple[int, ...], factor: float) -> None:
+        """The rule for images smaller than the crop (after ``resize_short``): enlarged up to ``data.upscale``
+        times, with a warning at the 1st, 10th, 100th, ... such image of the split (the count so far); beyond
+        that, refused with the file named (``data.upscale`` or a smaller ``data.image_size`` lets it through)."""
+        h, w = shape[:2]
+        name = self.source.name(idx)
+        if factor > self.upscale:
+            raise ValueError(
+                f"{self.split} image {name} is {w}x{h}: it would be enlarged {factor:.1f}x to fill the "
+                f"{self.size[1]}x{self.size[0]} crop (data.image_size), more than data.upscale={self.upscale:g} allows. "
+                "Use larger images or a smaller data.image_size, or raise data.upscale to train on enlarged pixels"
+            )
+        self._enlarged += 1
+        if math.log10(self._enlarged).is_integer():
+            log.warning("%s image %s (%dx%d) is enlarged %.2fx to fill the %dx%d crop (%d such image load(s) in "
+                        "the %s split so far; data.upscale=%g allows up to %gx)", self.split, name, w, h, factor,
+                        self.size[1], self.size[0], self._enlarged, self.split, self.upscale, self.upscale)
 
     def eval_rng(self, index: int) -> np.random.Generator:
         """The generator that fixes evaluation sample ``index`` (crop and mask)."""
@@ -95,7 +117,11 @@ class InpaintDataset(Dataset):
             ch, cw = min(self.center_crop[0], img.shape[0]), min(self.center_crop[1], img.shape[1])
             top, left = (img.shape[0] - ch) // 2, (img.shape[1] - cw) // 2
             img = img[top : top + ch, left : left + cw]
-        img = resize_to_cover(resize_short(img, self.resize_short), *self.size)
+        img = resize_short(img, self.resize_short)
+        factor = max(self.size[0] / img.shape[0], self.size[1] / img.shape[1])
+        if factor > 1.0:
+            self._enlarging(idx, img.shape, factor)
+        img = resize_to_cover(img, *self.size)
         if self.source.in_memory:
             self._prepared[idx] = img
         return img
@@ -169,6 +195,7 @@ class InpaintDataModule(L.LightningDataModule):
         pin_memory: bool = False,
         center_crop: int | Sequence[int] | None = None,
         train_crops_per_load: int = 1,
+        upscale: float = 2.0,
     ) -> None:
         super().__init__()
         if mask is None:
@@ -189,6 +216,7 @@ class InpaintDataModule(L.LightningDataModule):
         self.pin_memory = pin_memory
         self.center_crop = center_crop
         self.train_crops_per_load = int(train_crops_per_load)
+        self.upscale = check_upscale(upscale)
         if self.train_crops_per_load < 1 or self.batch_size % self.train_crops_per_load:
             raise ValueError(
                 f"data.train_crops_per_load={train_crops_per_load} must be >= 1 and divide "
@@ -245,6 +273,7 @@ class InpaintDataModule(L.LightningDataModule):
                 hflip=self.hflip and train,
                 center_crop=self.center_crop,
                 crops_per_load=self.train_crops_per_load if train else 1,
+                upscale=self.upscale,
             )
         return self.datasets[split]
 
@@ -302,6 +331,14 @@ class InpaintDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test")
+
+
+def check_upscale(upscale: float) -> float:
+    """``data.upscale``: how many times an image smaller than the crop may be enlarged (>= 1)."""
+    value = float(upscale)
+    if not value >= 1.0:
+        raise ValueError(f"data.upscale={upscale} must be >= 1 (1: never enlarge an image to fill the crop)")
+    return value
 
 
 def usable_workers(requested: int) -> int:
