@@ -129,6 +129,19 @@ def set_rng_states(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
+def rng_for_rank(saved: dict[str, Any], rank: int, world_size: int) -> dict[str, Any]:
+    """The random states a resumed process restores: its own rank's when the checkpoint holds every rank's for
+    the same world size, else the saved process's (rank 0's; a checkpoint from another world size, or from
+    before the states were kept per rank, with a warning under DDP)."""
+    per_rank = saved.get("rng_per_rank")
+    if per_rank is not None and len(per_rank) == world_size:
+        return per_rank[rank]
+    if world_size > 1:
+        log.warning("the checkpoint holds the random states of %s: every rank restores rank 0's",
+                    f"{len(per_rank)} rank(s)" if per_rank else "one process")
+    return saved["rng"]
+
+
 def _requeue_handles_signals(trainer: L.Trainer) -> bool:
     """Whether Lightning's SLURM auto-requeue owns the stop signals of this run (it saves ``hpc_ckpt_N.ckpt``)."""
     env = getattr(trainer.strategy, "cluster_environment", None)
@@ -154,9 +167,8 @@ class LastCheckpoint(Checkpoint):
     Lightning hands a step's metrics to the loggers just after ``on_train_batch_end``, so a kill in the
     moment between the two loses that one row. Its state holds the random states of the process (torch, CUDA, numpy,
     Python), restored when training starts again; together with the resumable data order
-    (:mod:`inpaint.data.resumable`) a resumed run continues exactly as the uninterrupted one. Under DDP
-    the states of rank 0 are stored and restored on every rank (they are equal when every rank is seeded
-    alike and draws alike, as in ``inpaint.run``)."""
+    (:mod:`inpaint.data.resumable`) a resumed run continues exactly as the uninterrupted one. Under DDP every
+    rank's states are stored and each rank restores its own (:func:`rng_for_rank`)."""
 
     def __init__(self, dirpath: str, steps: int | None = None, minutes: float | None = None,
                  filename: str = "last.ckpt") -> None:
@@ -188,7 +200,7 @@ class LastCheckpoint(Checkpoint):
         self._since = time.monotonic()
         self._saved_step = trainer.global_step
         if self._rng_to_restore is not None:
-            set_rng_states(self._rng_to_restore)
+            set_rng_states(rng_for_rank(self._rng_to_restore, trainer.global_rank, trainer.world_size))
             self._rng_to_restore = None
 
     def _due(self, trainer: L.Trainer) -> bool:
@@ -265,10 +277,17 @@ class LastCheckpoint(Checkpoint):
         return self.path
 
     def state_dict(self) -> dict[str, Any]:
-        return {"rng": rng_states()}
+        """The random states of this process, and under DDP of every rank (``rng_per_rank``, gathered: every
+        rank takes part in a checkpoint save), so that each rank continues its own streams."""
+        state: dict[str, Any] = {"rng": rng_states()}
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            gathered: list[Any] = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(gathered, state["rng"])
+            state["rng_per_rank"] = gathered
+        return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._rng_to_restore = state_dict.get("rng")
+        self._rng_to_restore = state_dict
 
 
 class ProgressLog(L.Callback):

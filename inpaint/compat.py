@@ -42,6 +42,8 @@ SUBCLASS_PRIVATE_API: dict[str, tuple[str, ...]] = {
     "lightning.pytorch.loggers.csv_logs.ExperimentWriter": ("_check_log_dir_exists", "_fs"),
     # inpaint.loggers.ContinuingCSVLogger
     "lightning.pytorch.loggers.CSVLogger": ("_experiment",),
+    # inpaint.loggers.ContinuingTensorBoardLogger
+    "lightning.pytorch.loggers.TensorBoardLogger": ("_experiment", "_kwargs"),
 }
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["CONF_DIR", "find_conf_dir"]
+__all__ = ["CONF_DIR", "PREDICT_CONF_DIR", "find_conf_dir"]
 
 
 def find_conf_dir() -> Path:
@@ -24,3 +24,5 @@ def find_conf_dir() -> Path:
 
 
 CONF_DIR = find_conf_dir()
+#: ``inpaint.predict``'s own config root, beside ``conf/`` (inside it, Hydra would list it as a group of ``inpaint.run``)
+PREDICT_CONF_DIR = CONF_DIR.parent / "conf_predict"

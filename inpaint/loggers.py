@@ -4,11 +4,12 @@ and table logging (W&B media, TensorBoard images/text; CSV gets neither, the run
 from __future__ import annotations
 
 import csv
+import glob
 import logging
 import netrc
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import numpy as np
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
+from lightning.pytorch.utilities import rank_zero_only
 
 from inpaint.compat import wandb_init_settings
 from inpaint.overrides import parse_overrides
@@ -171,3 +173,30 @@ def log_image(loggers: Iterable[Logger], key: str, image: np.ndarray, step: int)
             lg.log_image(key=key, images=[image], step=step)
         elif isinstance(lg, TensorBoardLogger):
             lg.experiment.add_image(key, image, global_step=step, dataformats="HWC")
+
+
+class ContinuingTensorBoardLogger(TensorBoardLogger):
+    """``TensorBoardLogger`` whose run survives a resume into the same directory without showing steps twice.
+
+    A resumed run logs again from its checkpoint's step, so the event files of the killed run hold a tail of
+    steps that would appear twice. When the log folder already held event files, the writer of the first logged
+    metrics is opened with ``purge_step`` at that step: TensorBoard then drops the earlier files' events from
+    that step on (a TensorBoard feature, ``SummaryWriter(purge_step=...)``). It sets the writer's arguments kept
+    by its base class (:data:`inpaint.compat.SUBCLASS_PRIVATE_API`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._earlier_events = bool(glob.glob(os.path.join(self.log_dir, "events.out.tfevents.*")))
+        self._purge_decided = False
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        if not self._purge_decided and set(metrics) != {"hp_metric"}:  # the placeholder of log_hyperparams
+            self._purge_decided = True
+            if self._earlier_events and step is not None:
+                if self._experiment is not None:  # opened early (hyperparameters): reopen with the purge step
+                    self._experiment.close()
+                    self._experiment = None
+                self._kwargs["purge_step"] = int(step)
+                log.info("tensorboard: events of steps >= %d written before the resume are hidden", int(step))
+        super().log_metrics(metrics, step)

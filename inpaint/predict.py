@@ -31,7 +31,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from inpaint.checkpoint_io import CHECKPOINT_CLASS_KEY, read_checkpoint
 from inpaint.checkpoints import check_state_dict, resolve_checkpoint
 from inpaint.cli import echo, guarded, plain
-from inpaint.config_dir import CONF_DIR
+from inpaint.config_dir import CONF_DIR, PREDICT_CONF_DIR
 from inpaint.data.io import IMAGE_EXTENSIONS, list_images, read_image
 from inpaint.data.mask_files import HOLE_VALUES, read_mask_levels
 from inpaint.errors import CheckpointMismatchError
@@ -280,7 +280,7 @@ def predict(cfg: DictConfig) -> list[Path]:
 
 
 # its own config root: `mask=` and `model=` here are plain values, not the training config groups
-main = hydra.main(version_base="1.3", config_path=str(CONF_DIR / "predict"), config_name="predict")(
+main = hydra.main(version_base="1.3", config_path=str(PREDICT_CONF_DIR), config_name="predict")(
     guarded(predict, "inpaint.predict")
 )
 

@@ -16,6 +16,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
+from inpaint.config_dir import PREDICT_CONF_DIR
 from inpaint.run import CONF_DIR
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,7 +60,7 @@ def make_cfg(tmp_path):
     def _make(*overrides: str, config: str = "train", out: Path | None = None):
         out = out or tmp_path / "run"
         extra = [f"paths.output_dir={out}"] if config == "train" else []
-        conf = CONF_DIR / "predict" if config == "predict" else CONF_DIR
+        conf = PREDICT_CONF_DIR if config == "predict" else CONF_DIR
         with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
             return compose(config, overrides=[*overrides, *extra])
 

@@ -17,12 +17,13 @@ from inpaint.checkpoints import (
     load_weights,
     read_checkpoint,
 )
+from inpaint.config_dir import PREDICT_CONF_DIR
 from inpaint.run import CONF_DIR, build_model, run
 
 
 def _cfg(*overrides: str, out: Path | None = None, config: str = "train"):
     extra = [f"paths.output_dir={out}"] if out is not None else []
-    conf = CONF_DIR / "predict" if config == "predict" else CONF_DIR
+    conf = PREDICT_CONF_DIR if config == "predict" else CONF_DIR
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
         return compose(config, overrides=[*overrides, *extra])
 

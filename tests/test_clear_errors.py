@@ -33,6 +33,8 @@ def test_the_command_line_loads_no_heavy_package_before_a_job_starts() -> None:
 def test_help_and_a_config_error_answer_from_the_real_cli(tmp_path: Path) -> None:
     helped = run_cli("inpaint.run", "--help", cwd=tmp_path)
     assert helped.returncode == 0 and "Configuration groups" in helped.stdout
+    groups = helped.stdout.split("== Config ==")[0]
+    assert "model:" in groups and "predict" not in groups  # inpaint.predict's root lives beside conf/
     typed = run_cli("inpaint.run", "trainer.max_steps=abc", cwd=tmp_path)
     assert typed.returncode == 1 and "Traceback" not in typed.stderr
     assert "trainer.max_steps='abc': trainer.max_steps takes an integer (its default is 300)" in typed.stderr
@@ -184,3 +186,69 @@ def test_shell_completion_of_the_command(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "inpaint.run", "-sc", "query=bash"], cwd=tmp_path, env=env,
                           capture_output=True, text=True)
     assert proc.returncode == 0 and "model=biharmonic" in proc.stdout.split()
+
+
+def test_tensorboard_hides_the_killed_tail_after_a_resume(tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from inpaint.loggers import ContinuingTensorBoardLogger
+
+    first = ContinuingTensorBoardLogger(save_dir=str(tmp_path), name="tb", version="")
+    for step in range(10):  # the killed run got to step 9; its checkpoint was at step 6
+        first.log_metrics({"train/loss": float(step)}, step=step)
+    first.finalize("failed")
+    resumed = ContinuingTensorBoardLogger(save_dir=str(tmp_path), name="tb", version="")
+    resumed.log_hyperparams({"lr": 0.1})  # opens the writer early, as Lightning may
+    for step in range(6, 12):
+        resumed.log_metrics({"train/loss": 100.0 + step}, step=step)
+    resumed.finalize("success")
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    seen = [(e.step, e.value) for e in events.Scalars("train/loss")]
+    assert [s for s, _ in seen] == list(range(12))  # every step once
+    assert dict(seen)[5] == 5.0 and dict(seen)[6] == 106.0
+
+
+def _rank_streams(rank: int, world: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+
+    from inpaint.callbacks import LastCheckpoint, rng_for_rank
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    torch.manual_seed(100 + rank)  # ranks draw different streams (dropout, sampled fills)
+    state = LastCheckpoint(dirpath=out).state_dict()  # a checkpoint save: every rank takes part
+    expected = torch.rand(3)
+    restored = rng_for_rank(state, rank, world)
+    torch.manual_seed(0)
+    from inpaint.callbacks import set_rng_states
+
+    set_rng_states(restored)
+    torch.save({"expected": expected, "resumed": torch.rand(3), "ranks": len(state["rng_per_rank"])},
+               f"{out}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_every_ddp_rank_resumes_its_own_random_stream(tmp_path: Path) -> None:
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.spawn(_rank_streams, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    results = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    for r in results:
+        assert r["ranks"] == 2 and torch.equal(r["expected"], r["resumed"])
+    assert not torch.equal(results[0]["expected"], results[1]["expected"])
+
+
+def test_a_checkpoint_without_per_rank_states_restores_rank_zeros(caplog) -> None:
+    from inpaint.callbacks import rng_for_rank, rng_states
+
+    old = {"rng": rng_states()}  # written before the states were kept per rank
+    with caplog.at_level(logging.WARNING, logger="inpaint.callbacks"):
+        assert rng_for_rank(old, 1, 2) is old["rng"]
+    assert "every rank restores rank 0's" in caplog.text
+    assert rng_for_rank(old, 0, 1) is old["rng"]

@@ -110,13 +110,14 @@ def test_private_members_our_subclasses_rely_on_still_exist(tmp_path):
     """The private methods and state that StepProgressBar, _ContinuingWriter and ContinuingCSVLogger override
     or use (compat.SUBCLASS_PRIVATE_API) exist on the installed Lightning classes and their instances."""
     from lightning.pytorch.callbacks import RichProgressBar
-    from lightning.pytorch.loggers import CSVLogger
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
     from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
     instances = {
         "lightning.pytorch.callbacks.RichProgressBar": RichProgressBar(),
         "lightning.pytorch.loggers.csv_logs.ExperimentWriter": ExperimentWriter(log_dir=str(tmp_path / "w")),
         "lightning.pytorch.loggers.CSVLogger": CSVLogger(save_dir=str(tmp_path / "c")),
+        "lightning.pytorch.loggers.TensorBoardLogger": TensorBoardLogger(save_dir=str(tmp_path / "t")),
     }
     assert set(instances) == set(compat.SUBCLASS_PRIVATE_API)
     for path, members in compat.SUBCLASS_PRIVATE_API.items():

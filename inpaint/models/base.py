@@ -40,8 +40,6 @@ log = logging.getLogger(__name__)
 
 #: per-model optimizer keys of checkpoints written before ``model.optimizer`` was injected
 LEGACY_OPTIMIZER_KEYS = frozenset({"lr", "betas", "eps", "weight_decay", "lr_decay", "optim"})
-#: a test batch whose fill takes longer than this is reported in the log (the per-image time of long procedures)
-LONG_BATCH_SECONDS = 2.0
 
 
 def compose(prediction: Tensor, image: Tensor, mask: Tensor) -> Tensor:
@@ -375,9 +373,9 @@ class InpaintModule(L.LightningModule):
         n = image.shape[0]
         evaluator = self.evaluators[stage]
         evaluator.add_time(seconds, n)
-        level = logging.INFO if stage == "test" and seconds > LONG_BATCH_SECONDS else logging.DEBUG
-        log.log(level, "%s: %d image(s) filled by %s in %.2f s (%.3f s/image)", stage, n, self.procedure, seconds,
-                seconds / n)
+        # per batch in the debug log only: the progress lines (callbacks.progress_log) and the stage's summary say it
+        log.debug("%s: %d image(s) filled by %s in %.2f s (%.3f s/image)", stage, n, self.procedure, seconds,
+                  seconds / n)
         evaluator.update(composite, image, mask, index)
         for name in self.compared_procedures:
             other, _ = self.timed_inpaint(image, mask, index, procedure=name)
