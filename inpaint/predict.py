@@ -16,6 +16,7 @@ import importlib
 import logging
 import math
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from inpaint.checkpoint_io import CHECKPOINT_CLASS_KEY, read_checkpoint
 from inpaint.checkpoints import check_state_dict, resolve_checkpoint
-from inpaint.cli import echo, guarded, plain
+from inpaint.cli import echo, guarded, instantiate, plain
 from inpaint.config_dir import CONF_DIR, PREDICT_CONF_DIR
 from inpaint.data.io import IMAGE_EXTENSIONS, list_images, read_image
 from inpaint.data.mask_files import HOLE_VALUES, read_mask_levels
@@ -61,7 +62,7 @@ def load_model(
             if "official_weights" not in node:
                 raise ValueError(f"weights= loads the original authors' released weights; model={model} has no such loader")
             node.official_weights = str(weights)
-        net = hydra.utils.instantiate(node, _convert_="all")
+        net = instantiate(node)  # our own errors (a bad weights= file) come out unwrapped: one line
         if net.trainable and not weights:
             raise ValueError(f"model={model} must be trained first: pass ckpt_path=PATH/TO/best.ckpt")
         return net
@@ -280,9 +281,24 @@ def predict(cfg: DictConfig) -> list[Path]:
 
 
 # its own config root: `mask=` and `model=` here are plain values, not the training config groups
-main = hydra.main(version_base="1.3", config_path=str(PREDICT_CONF_DIR), config_name="predict")(
+_hydra_main = hydra.main(version_base="1.3", config_path=str(PREDICT_CONF_DIR), config_name="predict")(
     guarded(predict, "inpaint.predict")
 )
+
+
+def main() -> None:
+    """``python -m inpaint.predict [overrides]``. ``output=`` is checked first: Hydra makes it the job's
+    directory (for ``.hydra/`` and ``predict.log``) before the job runs."""
+    from inpaint.cli import USER_ERRORS, report_user_error
+    from inpaint.overrides import parse_overrides
+
+    output = parse_overrides([a for a in sys.argv[1:] if not a.startswith("-")]).get("output")
+    if output:
+        try:
+            check_output_dir(Path(output))
+        except USER_ERRORS as e:
+            sys.exit(report_user_error(e, "inpaint.predict"))
+    _hydra_main()
 
 
 if __name__ == "__main__":

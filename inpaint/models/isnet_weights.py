@@ -147,7 +147,9 @@ def load_official_generator(generator: nn.Module, path: str | Path) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # corrupt file, foreign pickle
-        raise CheckpointMismatchError(f"cannot read the authors' generator checkpoint {path}: {e}") from e
+        # torch's own text (a page of weights_only advice, or "pop from empty list") does not help here
+        raise CheckpointMismatchError(f"cannot read the authors' generator checkpoint {path} (torch.load: "
+                                      f"{type(e).__name__}): give the released InpaintingModel_gen.pth") from None
     state = ckpt
     if isinstance(ckpt, dict):
         for entry in ("generator", "state_dict"):
