@@ -15,6 +15,7 @@ import functools
 import logging
 import os
 import re
+import signal
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -176,8 +177,6 @@ def guarded(job: Callable, logger: str) -> Callable:
 def _record_interruption(cfg, e: RunInterrupted, logger: str) -> None:
     """A stop signal that came before the run could report it (while its job was starting): one line, and a card
     with status ``interrupted``."""
-    import signal
-
     name = signal.Signals(e.signum).name
     try:
         from inpaint.evaluation.card import write_interrupted_card
@@ -244,7 +243,7 @@ class SignalWatch:
     :meth:`check`. A second signal stops at once (a second Ctrl-C is Python's ``KeyboardInterrupt``). The entry point turns the stop into a card with status ``interrupted``, one line and
     exit status ``128 + signal``."""
 
-    SIGNALS = ("SIGTERM", "SIGINT")
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
     #: the watch installed by the command line (``inpaint.run.main``), which a run adopts
     active: SignalWatch | None = None
 
@@ -253,17 +252,12 @@ class SignalWatch:
         self._previous: dict[int, object] = {}
 
     def install(self) -> SignalWatch:
-        import signal
-
-        for name in self.SIGNALS:
-            sig = getattr(signal, name)
+        for sig in self.SIGNALS:
             self._previous[sig] = signal.signal(sig, self._handle)
         SignalWatch.active = self
         return self
 
     def uninstall(self) -> None:
-        import signal
-
         for sig, handler in self._previous.items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
         self._previous = {}
@@ -272,13 +266,9 @@ class SignalWatch:
 
     @property
     def name(self) -> str:
-        import signal
-
         return signal.Signals(self.signum).name if self.signum else ""
 
     def _handle(self, signum: int, frame: object) -> None:
-        import signal
-
         first = self.signum is None
         if first:
             self.signum = signum

@@ -30,6 +30,7 @@ import argparse
 import hashlib
 import json
 import logging
+import shlex
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -70,10 +71,12 @@ def _save_png(arr: np.ndarray, path: Path) -> None:
 
 
 def _levels(image: torch.Tensor) -> np.ndarray:
-    """``[3,H,W]`` in [0, 1] -> ``HxWx3`` uint8 (rounded)."""
+    """``[3,H,W]`` in [0, 1] -> ``HxWx3`` uint8: the levels the protocol digest hashes."""
     import torch
 
-    return image.clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    from inpaint.evaluation.protocol import image_levels
+
+    return image_levels(image).to(torch.uint8).permute(1, 2, 0).numpy()
 
 
 def _read_rgb(path: Path) -> np.ndarray:
@@ -102,15 +105,16 @@ def _read_rgb(path: Path) -> np.ndarray:
 
 
 def _read_mask(path: Path) -> np.ndarray:
-    """A mask file as ``HxW`` float32, 1 = hole (PNG: values > 127; ``.npy``: as stored)."""
+    """A mask file as ``HxW`` float32, 1 = hole (an image: white = hole, read like the training masks by
+    :func:`inpaint.data.mask_files.read_mask_file`; ``.npy``: as stored)."""
     import numpy as np
 
-    from inpaint.data.io import read_image
+    from inpaint.data.mask_files import read_mask_file
 
     if path.suffix.lower() == ".npy":
         arr = np.load(path, allow_pickle=False).astype(np.float32)
         return arr.reshape(arr.shape[-2:]) if arr.ndim == 3 and arr.shape[0] == 1 else arr
-    return (read_image(path).rgb[:, :, 0] > 127).astype(np.float32)
+    return read_mask_file(path).astype(np.float32)
 
 
 def _index_files(folder: Path, what: str) -> dict[str, Path]:
@@ -165,7 +169,7 @@ def _bucket_parts(cfg) -> list[tuple[str, Any]]:
     return parts
 
 
-def export(overrides: Sequence[str], out: Path) -> dict[str, Any]:
+def export(overrides: Sequence[str], out: Path, command: str | None = None) -> dict[str, Any]:
     """Write the test inputs of the protocol ``overrides`` compose into ``out`` (see the module docstring)."""
     import numpy as np
     import torch
@@ -205,8 +209,7 @@ def export(overrides: Sequence[str], out: Path) -> dict[str, Any]:
     protocol = protocol_of(cfg, digest, choices)  # the field metrics' part is added by whoever scores
     manifest = {
         "format": FORMAT,
-        "command": " ".join(["python -m inpaint.evaluate export", *sys.argv[2:]]) if sys.argv[1:2] == ["export"]
-        else None,
+        "command": command,
         "overrides": list(overrides),
         "data": {"name": choices.get("data") or str(cfg.data.get("_target_", "")).rsplit(".", 1)[-1],
                  "config": without_paths(_container(cfg.data))},
@@ -255,10 +258,12 @@ def score_part(outputs: Mapping[str, Path], gts: Mapping[str, Path], masks: Mapp
     evaluator = Evaluator(spec)
     acc = DigestAccumulator()
     changed_images, changed_pixels, clamped, differing_masks, differing_gts = [], 0, 0, [], []
+    sizes: set[tuple[int, int]] = set()
     for chunk in _batches(names, batch_size):
         outs, gt_list, mask_list = [], [], []
         for name in chunk:
             gt = _read_rgb(gts[name])
+            sizes.add((int(gt.shape[0]), int(gt.shape[1])))
             mask = _read_mask(masks[name])
             out = _read_rgb(outputs[name])
             if out.shape != gt.shape:
@@ -302,7 +307,7 @@ def score_part(outputs: Mapping[str, Path], gts: Mapping[str, Path], masks: Mapp
     results, _ = evaluator.compute("test")
     checks = {"known_pixels_changed": {"images": len(changed_images), "pixels": changed_pixels,
                                        "tolerance": tolerance, "examples": sorted(changed_images)[:MAX_NAMED]},
-              "clamped_values": clamped}
+              "clamped_values": clamped, "image_sizes": sorted(list(hw) for hw in sizes)}
     if changed_images:
         log.warning("%d output(s)%s change %d known pixel(s) by more than %.4g (e.g. %s): %s", len(changed_images),
                     where, changed_pixels, tolerance, _named(changed_images),
@@ -377,8 +382,7 @@ def score(args: argparse.Namespace) -> dict[str, Any]:
         runs.append((part, results))
         digests[part] = digest
         checks_all[part or "all"] = checks
-        if gts:
-            sizes.add(_read_rgb(next(iter(gts.values()))).shape[:2])
+        sizes.update(tuple(hw) for hw in checks["image_sizes"])
     results = merge_bucket_runs(runs) if parts != [""] else runs[0][1]
     digest = combine_digests(digests) if parts != [""] else digests[""]
     if protocol is None:
@@ -396,8 +400,7 @@ def score(args: argparse.Namespace) -> dict[str, Any]:
               "clamped_values": sum(c["clamped_values"] for c in checks_all.values()), "checks": checks_all}
     name = args.name or outputs_root.resolve().name
     out = Path(args.out) if args.out else Path("outputs") / "scored" / name
-    command = " ".join(["python -m inpaint.evaluate", *sys.argv[1:]])
-    card = write_score_card(out, name, results, protocol, source, command, data,
+    card = write_score_card(out, name, results, protocol, source, getattr(args, "command_line", None), data,
                             spec.random_weights if spec.metrics else None)
     (out / "metrics.md").write_text(metrics_markdown(card))
     (out / "metrics.json").write_text(json.dumps({"model": name, "task": "score", "test": results}, indent=2))
@@ -418,7 +421,7 @@ def _parser() -> argparse.ArgumentParser:
     sc.add_argument("--outputs", required=True, help="the filled images, one per sample (NAME.png, or NAME.npy)")
     sc.add_argument("--inputs", help="the folder `export` wrote (protocol.json, gt/, mask/)")
     sc.add_argument("--gt", help="ground-truth folder (default: the export's gt/)")
-    sc.add_argument("--masks", help="mask folder, 255 or 1 = hole (default: the export's mask/)")
+    sc.add_argument("--masks", help="mask folder, white (>= 128) = hole, .npy: 1 = hole (default: the export's mask/)")
     sc.add_argument("--name", help="the method's name on the leaderboard (default: the outputs folder's name)")
     sc.add_argument("--source", help="where the outputs came from (codebase, commit, checkpoint), for the card")
     sc.add_argument("--out", help="the run directory for the card (default: outputs/scored/NAME)")
@@ -432,7 +435,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(argv)
+    args.command_line = "python -m inpaint.evaluate " + shlex.join(argv)  # for the card and the manifest
     from hydra.errors import HydraException
 
     from inpaint.cli import USER_ERRORS, report_user_error
@@ -443,7 +448,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             bad = [o for o in args.overrides if "=" not in o]
             if bad:
                 raise ValueError(f"not a config override: {bad[0]!r} (write key=value, e.g. protocol=cifar_center)")
-            export(args.overrides, Path(args.out))
+            export(args.overrides, Path(args.out), args.command_line)
             print(f"exported to {args.out}")
         else:
             if args.batch_size < 1:

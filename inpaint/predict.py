@@ -34,7 +34,7 @@ from inpaint.checkpoints import check_state_dict, resolve_checkpoint
 from inpaint.cli import echo, guarded, instantiate, plain
 from inpaint.config_dir import CONF_DIR, PREDICT_CONF_DIR
 from inpaint.data.io import IMAGE_EXTENSIONS, list_images, read_image
-from inpaint.data.mask_files import HOLE_VALUES, read_mask_levels
+from inpaint.data.mask_files import HOLE_VALUES, binarize_mask, read_mask_levels
 from inpaint.errors import CheckpointMismatchError
 from inpaint.models.base import InpaintModule
 
@@ -133,8 +133,7 @@ def read_mask(path: Path, hole: str = "white", threshold: float = 0.5) -> np.nda
             "mask %s has %d pixel(s) of intermediate gray (neither black nor white): they are holes at gray level "
             "%s %d (mask_threshold=%g, mask_hole=%s); dilate= widens the holes, mask_threshold= moves the split",
             path, between, ">=" if hole == "white" else "<", level, threshold, hole)
-    mask = gray >= level if hole == "white" else gray < level
-    return mask.astype(np.float32)
+    return binarize_mask(gray, hole, level).astype(np.float32)
 
 
 def read_input(img_path: Path, mask_path: Path | None, hole: str, threshold: float) -> tuple[np.ndarray, np.ndarray]:

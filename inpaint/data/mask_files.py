@@ -80,7 +80,12 @@ def read_mask_file(path: str | os.PathLike[str], hole: str = "white", threshold:
     """
     if hole not in HOLE_VALUES:
         raise ValueError(f"hole={hole!r}: use 'white' (bright mask pixels are holes) or 'black'")
-    gray = read_mask_levels(path)
+    return binarize_mask(read_mask_levels(path), hole, threshold)
+
+
+def binarize_mask(gray: np.ndarray, hole: str = "white", threshold: int = 128) -> np.ndarray:
+    """``[H, W]`` gray levels as a bool hole mask: ``hole="white"`` makes levels ``>= threshold`` holes,
+    ``hole="black"`` levels ``< threshold``."""
     return gray >= threshold if hole == "white" else gray < threshold
 
 

@@ -22,6 +22,7 @@ the machinery and are never FIDs.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -79,7 +80,8 @@ def feature_network(kind: str, weights: str, device: torch.device | str = "cpu")
         cpu_key = (kind, weights, "cpu")
         if cpu_key not in _NETS:
             _NETS[cpu_key] = _build(kind, weights)
-        _NETS[key] = _NETS[cpu_key].to(device) if device.type != "cpu" else _NETS[cpu_key]
+        # Module.to moves in place: a device gets its own copy, the CPU one stays on the CPU
+        _NETS[key] = copy.deepcopy(_NETS[cpu_key]).to(device) if device.type != "cpu" else _NETS[cpu_key]
     return _NETS[key]
 
 

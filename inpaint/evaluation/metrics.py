@@ -224,7 +224,7 @@ class InpaintMetrics(torchmetrics.Metric):
         super().__init__(**kwargs)
         self.buckets = _validate_buckets(buckets)
         self.hole_metrics = bool(hole_metrics)
-        self.__dict__["_scorers"] = dict(scorers or {})  # plain attribute: not registered as children
+        self._scorers = dict(scorers or {})  # functions, not modules: nothing of theirs is in a state dict
         self.names: tuple[str, ...] = (METRIC_NAMES + (HOLE_METRIC_NAMES if self.hole_metrics else ())
                                        + tuple(self._scorers))
         n_rows = len(self.buckets) + 1
