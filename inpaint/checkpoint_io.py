@@ -18,10 +18,13 @@ import torch
 
 from inpaint.errors import NotACheckpointError, UnsafeCheckpointError
 
-__all__ = ["CHECKPOINT_CLASS_KEY", "class_path", "read_checkpoint"]
+__all__ = ["CHECKPOINT_CLASS_KEY", "IMAGE_SIZE_KEY", "class_path", "read_checkpoint"]
 
 #: the checkpoint entry naming the model class that wrote it (``module.QualName``)
 CHECKPOINT_CLASS_KEY = "inpaint_model_class"
+#: the checkpoint entry holding the ``[height, width]`` of the images the model was trained on (``inpaint.fill``
+#: works at that scale on larger photos)
+IMAGE_SIZE_KEY = "inpaint_image_size"
 
 # torch's weights-only unpickler names the refused object like "unsupported GLOBAL posix.system" or
 # "Unsupported global: GLOBAL os.system"; anything else it rejects is bytes that are no pickle at all

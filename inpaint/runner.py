@@ -241,6 +241,8 @@ def _run(cfg: DictConfig, state: dict) -> dict[str, float]:
     datamodule = build_datamodule(cfg)
     if isinstance(datamodule, InpaintDataModule):  # refuse data the model cannot take, before any step
         check_data(needs, cfg.model._target_.rpartition(".")[2], datamodule.image_size, datamodule.mask)
+        if cfg.task == "fit":  # the scale the model learns; saved in its checkpoints for inpaint.fill
+            model.trained_image_size = tuple(int(s) for s in datamodule.image_size)
     watch.check()
     trainer = state["trainer"] = build_trainer(cfg, model)
     if cfg.get("compile"):

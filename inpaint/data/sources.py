@@ -194,7 +194,7 @@ def load_skipping_corrupt(
     )
 
 
-def _sample_dir() -> Path:
+def sample_dir() -> Path:
     """Folder of the image files packaged inside ``skimage.data`` (no download)."""
     spec = importlib.util.find_spec("skimage.data")
     if spec is None or not spec.submodule_search_locations:
@@ -204,7 +204,7 @@ def _sample_dir() -> Path:
 
 @functools.cache
 def _load_sample(filename: str) -> np.ndarray:
-    arr = load_image(_sample_dir() / filename)
+    arr = load_image(sample_dir() / filename)
     arr.setflags(write=False)  # cached and shared; callers get copies
     return arr
 
@@ -223,7 +223,7 @@ class SampleSource(ImageSource):
             raise ValueError(f"split must be one of {tuple(SAMPLE_SPLITS)}, got {split!r}")
         self.split = split
         self.filenames: tuple[str, ...] = SAMPLE_SPLITS[split]
-        folder = _sample_dir()
+        folder = sample_dir()
         missing = [f for f in self.filenames if not (folder / f).is_file()]
         if missing:
             raise FileNotFoundError(f"scikit-image sample images {missing} not found in '{folder}'")

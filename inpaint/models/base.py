@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from inpaint.checkpoint_io import CHECKPOINT_CLASS_KEY, class_path
+from inpaint.checkpoint_io import CHECKPOINT_CLASS_KEY, IMAGE_SIZE_KEY, class_path
 from inpaint.evaluation.evaluator import EvalSpec, EvalTerms, Evaluator
 from inpaint.evaluation.metrics import DEFAULT_BUCKETS
 from inpaint.evaluation.protocol import DIGEST_MOD, DigestAccumulator
@@ -126,6 +126,9 @@ class InpaintModule(L.LightningModule):
         #: test samples and order-independent hashes of their images and masks (the results card's protocol)
         self.test_digest: dict[str, Any] = {}
         self._digest = DigestAccumulator()
+        #: (height, width) of the training images (``inpaint.run`` sets it from the data; saved in checkpoints):
+        #: the scale ``inpaint.fill`` works at on larger photos; None: unknown
+        self.trained_image_size: tuple[int, int] | None = None
 
     # ----------------------------------------------------------------------------------- declaration
     @property
@@ -502,3 +505,5 @@ class InpaintModule(L.LightningModule):
     # ----------------------------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[CHECKPOINT_CLASS_KEY] = class_path(self)
+        if self.trained_image_size is not None:
+            checkpoint[IMAGE_SIZE_KEY] = [int(s) for s in self.trained_image_size]

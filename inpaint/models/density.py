@@ -157,7 +157,7 @@ class DensityModule(InpaintModule):
             gens = self.sample_generators(index.cpu())
             noise = torch.stack([torch.rand(image.shape[1:], generator=g, dtype=torch.float64) for g in gens])
             noise = noise.to(image.device)
-        decoder = Decoder(decode, self.temperature, noise)
+        decoder = Decoder(decode, self.temperature, noise, size=tuple(image.shape[-2:]))
         training = self.net.training
         self.net.eval()  # decoding is deterministic: no dropout, whatever mode the caller left the module in
         try:

@@ -72,6 +72,7 @@ from tqdm.auto import tqdm
 from inpaint.nets.attention import build_attention
 from inpaint.nets.pggan import PGGANGenerator
 from inpaint.nets.vgg import VGG16_LAYERS, VGG16Features
+from inpaint.progress import report as report_progress
 
 log = logging.getLogger(__name__)
 
@@ -348,6 +349,7 @@ class MultiCodeInverter:
                         break
                 opt.step()
                 bar.update(1)
+                report_progress(it + 1, iterations, "mGANprior inversion (iterations)")
                 if debug and (it + 1) % log_every == 0:
                     log.debug("mGANprior inversion: iteration %d/%d, mean loss %.6g", it + 1, iterations,
                               float(losses.detach().mean()))

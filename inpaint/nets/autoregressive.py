@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from inpaint import progress
+
 #: values of a sub-pixel (8-bit levels)
 LEVELS = 256
 DECODE_MODES = ("argmax", "sample", "mean")
@@ -60,9 +62,12 @@ class Decoder:
         temperature: ``sample`` draws from ``softmax(logits / temperature)``.
         noise: ``[B,3,H,W]`` uniform numbers in [0,1), one per sub-pixel of each image (``sample`` only); the
             drawn level is the first whose cumulative probability exceeds the sub-pixel's number.
+        size: ``(H, W)`` of the images: each call reports the raster position reached to
+            :func:`inpaint.progress.report` (when someone listens: the web app's progress bar and Stop button).
     """
 
-    def __init__(self, mode: str = "argmax", temperature: float = 1.0, noise: Tensor | None = None) -> None:
+    def __init__(self, mode: str = "argmax", temperature: float = 1.0, noise: Tensor | None = None,
+                 size: tuple[int, int] | None = None) -> None:
         if mode not in DECODE_MODES:
             raise ValueError(f"decode={mode!r}: choose one of {', '.join(DECODE_MODES)}")
         if mode == "sample":
@@ -71,10 +76,15 @@ class Decoder:
             if not temperature > 0:
                 raise ValueError(f"temperature={temperature}: give a positive number (1 = the model's distribution)")
         self.mode, self.temperature, self.noise = mode, float(temperature), noise
+        self.size = size
 
     def __call__(self, logits: Tensor, b: Tensor, k: int, r: Tensor, c: Tensor) -> Tensor:
         """Levels (int64 ``[N]``) of sub-pixels ``(b[i], k, r[i], c[i])`` from their logits ``[N,256]``;
         ``r`` and ``c`` may be plain ints when all rows share a position."""
+        if self.size is not None and progress.active():
+            h, w = self.size
+            row, col = int(torch.as_tensor(r).max()), int(torch.as_tensor(c).max())
+            progress.report(row * w + col + 1, h * w, "pixel-by-pixel decoding (pixels)")
         if self.mode == "argmax":
             return logits.argmax(dim=-1)
         probs = F.softmax(logits.double() / (self.temperature if self.mode == "sample" else 1.0), dim=-1)
