@@ -1,5 +1,6 @@
 # The first two targets are the README's set-up commands: `make demo` and `make test` each
-# create/refresh the virtual environment (torch pinned and installed first), then run.
+# create/refresh the virtual environment (torch pinned and installed first; the web app's Gradio and the
+# browser test's Playwright with it), then run.
 VENV ?= .venv
 PYTHON ?= python3
 TORCH_VERSION ?= 2.13.0
@@ -14,7 +15,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==$(TORCH_VERSION)
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,app]"
 	touch $(STAMP)
 
 demo: $(STAMP)
