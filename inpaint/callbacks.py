@@ -20,7 +20,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from PIL import Image
 
-from inpaint.compat import attached_trainer, validation_follows_batch
+from inpaint.compat import attached_trainer, defer_stop_signal, validation_follows_batch
 from inpaint.loggers import log_image
 
 log = logging.getLogger(__name__)
@@ -186,6 +186,7 @@ class LastCheckpoint(Checkpoint):
         self._since = time.monotonic()
         self._flush_pending = False
         self._rng_to_restore: dict[str, Any] | None = None
+        self._stop_after_validation = False
 
     @property
     def path(self) -> Path:
@@ -238,10 +239,22 @@ class LastCheckpoint(Checkpoint):
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._flush_loggers(trainer)
 
+    def on_validation_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        # a stop signal during a validation inside fit: Lightning would stop after this batch, in the middle of the
+        # validation, where no checkpoint continues exactly; the validation finishes first, is saved, then the run
+        # stops (on_validation_end hands the signal back to Lightning)
+        if trainer.sanity_checking or trainer.state.fn != "fit" or _requeue_handles_signals(trainer):
+            return
+        if defer_stop_signal(trainer):
+            self._stop_after_validation = True
+
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit":
             return
         self.save(trainer)
+        if self._stop_after_validation:
+            self._stop_after_validation = False
+            defer_stop_signal(trainer, deferred=True)  # Lightning stops at the end of this step, as saved
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.global_step != self._saved_step:

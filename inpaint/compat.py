@@ -26,6 +26,7 @@ __all__ = [
     "attached_trainer",
     "cpu_has_native_bf16",
     "ddp_find_unused_parameters",
+    "defer_stop_signal",
     "job_return_value",
     "validation_follows_batch",
     "wandb_init_settings",
@@ -81,6 +82,26 @@ def validation_follows_batch(trainer: Any) -> bool:
     if should_check is None or fetcher is None:
         return False
     return bool(should_check(fetcher))
+
+
+def defer_stop_signal(trainer: Any, deferred: bool | None = None) -> bool:
+    """Take Lightning's record of a received stop signal off the trainer (``deferred=None``: returns whether there
+    was one), or put it back (``deferred=True``), so that a signal arriving during a validation inside ``fit``
+    stops the run after that validation instead of in its middle (where no exact checkpoint can be taken).
+
+    The record is ``trainer._signal_connector.received_sigterm`` (what ``trainer.received_sigterm`` reads; the
+    evaluation loop raises ``SIGTERMException`` after a batch when it is set; checked on lightning 2.6.6).
+    Fallback when it is missing: nothing is taken (False) or put back, so Lightning stops mid-validation as it
+    would without us."""
+    connector = getattr(trainer, "_signal_connector", None)
+    if connector is None or not hasattr(connector, "received_sigterm"):
+        return False
+    if deferred:
+        connector.received_sigterm = True
+        return True
+    was = bool(connector.received_sigterm)
+    connector.received_sigterm = False
+    return was
 
 
 def wandb_init_settings(logger: Any) -> dict[str, Any]:

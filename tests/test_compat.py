@@ -147,3 +147,15 @@ def test_cpu_has_native_bf16_agrees_with_the_cpu_flags():
         assert compat.cpu_has_native_bf16() is False
     else:
         assert isinstance(compat.cpu_has_native_bf16(), bool)
+
+
+def test_defer_stop_signal_takes_and_returns_lightnings_record():
+    import lightning as L
+
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    assert compat.defer_stop_signal(trainer) is False and trainer.received_sigterm is False
+    trainer._signal_connector.received_sigterm = True  # what Lightning's handler sets on SIGTERM
+    assert compat.defer_stop_signal(trainer) is True and trainer.received_sigterm is False
+    compat.defer_stop_signal(trainer, deferred=True)
+    assert trainer.received_sigterm is True
+    assert compat.defer_stop_signal(object()) is False  # the documented fallback

@@ -17,7 +17,22 @@ from conftest import HANG_GUARD_S, TINY, run_cli
 
 # a tiny SC-NN fit long enough to be caught in the middle (no speed assumption: the test waits for steps)
 FIT = [*TINY, "model.net.widths=[8,8,8,8,8]", "model.net.lif.time_steps=2", "trainer.max_steps=30",
-       "trainer.val_check_interval=10", "callbacks.checkpoint_every.steps=null", "logger=csv"]
+       "trainer.val_check_interval=10", "callbacks.checkpoint_every.steps=null", "logger=csv",
+       "data.eval_crops_per_image=8"]  # validations of several batches: a signal can land inside one
+
+
+# a callback (loaded by the run from the test's folder) that sends the run SIGTERM after the first validation batch
+# of step 10, as a user's kill could arrive at any moment
+KILLER = """
+import os, signal
+import lightning as L
+
+
+class SignalInValidation(L.Callback):
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        if trainer.global_step == 10 and batch_idx == 0 and not trainer.sanity_checking:
+            os.kill(os.getpid(), signal.SIGTERM)
+"""
 
 
 def start(args: list[str], cwd: Path) -> subprocess.Popen:
@@ -69,13 +84,33 @@ def test_a_signal_during_fit_saves_says_and_resumes_exactly(tmp_path: Path, sig:
     assert not (run_dir / "metrics.json").exists()
     if sig != signal.SIGTERM:
         return  # resuming is the same for both signals: checked once
-    resumed = run_cli("inpaint.run", f"resume={run_dir}", cwd=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    # a signal in the middle of a validation (here sent by the run itself after the first validation batch of
+    # step 10): the validation finishes, is saved with the step, and only then the run stops
+    (tmp_path / "stop_in_validation.py").write_text(KILLER)
+    during_val = tmp_path / "during_val"
+    killed = run_cli("inpaint.run", *FIT, f"hydra.run.dir={during_val}",
+                     "+callbacks.killer._target_=stop_in_validation.SignalInValidation", cwd=tmp_path,
+                     env={"PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"})
+    assert killed.returncode == 143, killed.stderr[-3000:]
+    assert "stopped by SIGTERM at step 10 (fit)" in killed.stderr
+    at_10 = torch.load(during_val / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert at_10["global_step"] == 10
+    import csv
+
+    with open(during_val / "csv" / "metrics.csv") as f:
+        val_steps = [r["step"] for r in csv.DictReader(f) if r.get("val/psnr")]
+    assert val_steps == ["9"], val_steps  # the step-10 validation (Lightning's 0-based step 9) ran and was logged
+
     straight = run_cli("inpaint.run", *FIT, f"hydra.run.dir={tmp_path / 'straight'}", cwd=tmp_path)
     assert straight.returncode == 0, straight.stderr[-3000:]
-    a, b = final_weights(run_dir), final_weights(tmp_path / "straight")
-    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
-    assert json.loads((run_dir / "card.json").read_text())["status"] == "ok"
+    b = final_weights(tmp_path / "straight")
+    for stopped, step in ((run_dir, card["step"]), (during_val, 10)):
+        resumed = run_cli("inpaint.run", f"resume={stopped}", cwd=tmp_path)
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        a = final_weights(stopped)
+        differ = sorted(k for k in a if not torch.equal(a[k], b[k]))
+        assert set(a) == set(b) and not differ, f"stopped at step {step}, resumed: {differ[:5]} differ"
+        assert json.loads((stopped / "card.json").read_text())["status"] == "ok"
 
 
 @pytest.mark.slow
