@@ -24,7 +24,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadgroup
 
-# the edit-loop lane (about 2.5 minutes on 2 cores): everything not marked slow (CLI subprocesses, multirun, DDP,
+# the edit-loop lane (1.5-2 minutes on 2 cores): everything not marked slow (CLI subprocesses, multirun, DDP,
 # and the few in-process tests that take seconds); `make test` runs everything
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadgroup -m "not slow"
