@@ -252,8 +252,14 @@ def inpaint_file(model: InpaintModule, image: np.ndarray, mask: np.ndarray, devi
     """Inpaint one ``HxWx3`` uint8 image with a ``HxW`` hole mask (1 = hole) at full resolution (the ``full``
     strategy); returns uint8 ``HxWx3``. ``index`` is the image's identity for a stochastic procedure (with the
     model's ``inference_seed``)."""
-    msk = torch.from_numpy(np.ascontiguousarray(dilate_mask(mask, dilate), dtype=np.float32))[None, None].to(device)
-    return _as_uint8(_run_model(model, _as_tensor(image, device), msk, pad_mode, index))
+    hole = dilate_mask(mask, dilate) > 0.5
+    return _fill_window(model, image, hole, device, hole.shape, pad_mode, index)
+
+
+def check_strategy(strategy: str) -> None:
+    """Refuse a strategy that is not one of :data:`STRATEGIES`, naming them."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy={strategy}: choose one of {', '.join(STRATEGIES)} (README: Large photos)")
 
 
 def _work_size(h: int, w: int, scale: tuple[int, int] | None, exact: bool) -> tuple[int, int]:
@@ -277,7 +283,7 @@ def _fill_window(model: InpaintModule, image: np.ndarray, hole: np.ndarray, devi
     h, w = hole.shape
     img = _as_tensor(image, device)
     msk = torch.from_numpy(hole.astype(np.float32))[None, None].to(device)
-    if size == (h, w):
+    if tuple(size) == (h, w):
         filled = _run_model(model, img, msk, pad_mode, index)
     else:
         small = F.interpolate(img, size=size, mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
@@ -295,7 +301,7 @@ def _crop_windows(hole: np.ndarray, scale: tuple[int, int] | None) -> list[tuple
     its size and :data:`CROP_CONTEXT` times the group's extent, centred on it and moved inside the image."""
     H, W = hole.shape
     gap = max(1, min(scale) // 8) if scale else 4
-    groups, n = ndimage.label(ndimage.binary_dilation(hole, iterations=gap), structure=np.ones((3, 3)))
+    groups, _ = ndimage.label(ndimage.binary_dilation(hole, iterations=gap), structure=np.ones((3, 3)))
     windows = []
     for sl in ndimage.find_objects(groups):
         ys, xs = np.nonzero(hole[sl])  # the group's true extent (without the grouping dilation)
@@ -322,25 +328,21 @@ def fill_image(model: InpaintModule, image: np.ndarray, mask: np.ndarray, device
     """Fill the holes (``mask`` ``HxW``, 1 = hole) of a ``HxWx3`` uint8 image of any size with the model's active
     procedure, by ``strategy`` (:data:`STRATEGIES`, see the module docstring); returns uint8 ``HxWx3`` whose
     known pixels are the input's. ``index``: the image's identity for a stochastic procedure."""
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy={strategy!r}: choose one of {', '.join(STRATEGIES)}")
+    check_strategy(strategy)
     hole = np.asarray(mask) > 0.5
     if not hole.any():
         return image.copy()
     scale = model_scale(model)
     exact = model.needs().image_sizes is not None
     H, W = hole.shape
-    if strategy == "full" or (strategy == "resize" and _work_size(H, W, scale, exact) == (H, W)):
-        return inpaint_file(model, image, hole.astype(np.float32), device, 0, pad_mode, index)
-    if strategy == "resize":
-        return _fill_window(model, image, hole, device, _work_size(H, W, scale, exact), pad_mode, index)
+    windows = _crop_windows(hole, scale) if strategy == "crop" else [(0, 0, H, W)]
     out, remaining = image.copy(), hole.copy()
-    for top, left, wh, ww in _crop_windows(hole, scale):
+    for top, left, wh, ww in windows:
         win = (slice(top, top + wh), slice(left, left + ww))
         if not remaining[win].any():
             continue
+        size = (wh, ww) if strategy == "full" else _work_size(wh, ww, scale, exact)
         # holes filled by an earlier window are context now; the rest of the window's holes are filled here
-        out[win] = _fill_window(model, out[win], remaining[win], device, _work_size(wh, ww, scale, exact),
-                                pad_mode, index)
+        out[win] = _fill_window(model, out[win], remaining[win], device, size, pad_mode, index)
         remaining[win] = False
     return out

@@ -33,6 +33,7 @@ from inpaint.data.io import IMAGE_EXTENSIONS, list_images
 from inpaint.fill import (  # noqa: F401  (mask_level, read_mask, inpaint_file, ...: this module's public names too)
     ALPHA_MASK,
     STRATEGIES,
+    check_strategy,
     dilate_mask,
     fill_image,
     inpaint_file,
@@ -99,8 +100,7 @@ def predict(cfg: DictConfig) -> list[Path]:
     # a model refuses a procedure or option it does not have, by name
     model.configure_inference(procedure=cfg.get("procedure"), **plain(cfg.get("inference")))
     model.inference_seed = int(cfg.get("seed", 0))
-    if cfg.strategy not in STRATEGIES:
-        raise ValueError(f"strategy={cfg.strategy}: choose one of {', '.join(STRATEGIES)} (see README, Large photos)")
+    check_strategy(cfg.strategy)  # before any image is read
     scale = model_scale(model)
     log.info("strategy=%s at the model's scale %s", cfg.strategy,
              f"{scale[1]}x{scale[0]} (WxH)" if scale else "unknown (full resolution)")

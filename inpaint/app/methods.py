@@ -11,7 +11,6 @@ model's inference options are state).
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import threading
 import time
@@ -125,9 +124,8 @@ class Method:
         raises :class:`inpaint.progress.Stopped` stops the fill."""
         with self.lock:  # one fill at a time per model: its procedure and options are state
             model = self.model
-            model.inference_opts = self._defaults
-            model._chosen_procedure = None
-            model.configure_inference(procedure=procedure, **(options or {}))
+            model.inference_opts = self._defaults  # the checkpoint's options, then this fill's on top
+            model.configure_inference(procedure=procedure or model.default_procedure(), **(options or {}))
             model.inference_seed = int(seed)
             start = time.perf_counter()
             with progress.listening(listener or (lambda done, total, what: None)):
@@ -168,10 +166,9 @@ def find_methods(paths: Sequence[str | Path], device: str = "cpu", limit: int = 
         card.setdefault("model", "?")
         card.setdefault("settings", {})
         runs.append((card, ckpt))
-    for f in files:
-        card_path = f.resolve().parent.parent / CARD_JSON
-        card = json.loads(card_path.read_text()) if card_path.is_file() else {"model": f.stem, "settings": {}}
-        card["dir"] = f.parent
+    for f in files:  # RUN/checkpoints/X.ckpt: labelled by RUN's card when there is one
+        run_dir = f.resolve().parent.parent
+        card = read_run(run_dir) if (run_dir / CARD_JSON).is_file() else {"model": f.stem, "settings": {}, "dir": f.parent}
         runs.append((card, str(f)))
     if not runs and paths:
         raise FileNotFoundError(f"runs={', '.join(map(str, paths))}: no run with a checkpoint there (checkpoints/"

@@ -8,6 +8,7 @@ are scaled back to the photo's size (nearest neighbour), so a 4000x3000 photo is
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -27,7 +28,7 @@ from inpaint import progress  # noqa: E402
 from inpaint.app.methods import Method  # noqa: E402
 from inpaint.data.io import ImageReadError, read_image  # noqa: E402
 from inpaint.data.sources import sample_dir  # noqa: E402
-from inpaint.fill import STRATEGIES, dilate_mask, read_mask  # noqa: E402
+from inpaint.fill import STRATEGIES, check_strategy, dilate_mask, read_mask  # noqa: E402
 
 log = logging.getLogger("inpaint.app")
 
@@ -199,7 +200,7 @@ def build_app(methods: Sequence[Method], title: str = "inpaint: fill by hand") -
         masked[mask] = 255
         Image.fromarray(masked).save(out_dir / "masked.png")
         gallery = [(str(out_dir / "masked.png"), f"input, {100 * mask.mean():.1f} % hole")]
-        files, results, lines = [str(out_dir / "mask.png")], {}, []
+        files, results, lines = [str(out_dir / "mask.png"), str(out_dir / "masked.png")], {}, []
         for m, proc, fields in controls:
             proc_value = form[proc]
             opt_values = [form[comp] for _, comp in fields]
@@ -237,7 +238,6 @@ def build_app(methods: Sequence[Method], title: str = "inpaint: fill by hand") -
             results[m.label] = str(path)
             lines.append(f"**{m.label}** ({proc_value}): {seconds:.2f} s. Same with `"
                          f"{m.predict_command(proc_value, options, int(seed or 0), strategy)}`")
-        files.insert(1, str(out_dir / "masked.png"))
         first = next(iter(results), None)
         slider = (str(out_dir / "masked.png"), results[first]) if first else None
         return (gallery, gr.update(choices=list(results), value=first), slider, files,
@@ -321,14 +321,14 @@ def _api(methods: Sequence[Method]) -> None:
     by_label = {m.label: m for m in methods}
 
     def inpaint(photo, mask, method, procedure, options, seed, strategy):
-        import json
-
         if not photo or not mask:
             raise gr.Error("give a photo file and a mask file (white = hole)")
         if method not in by_label:
             raise gr.Error(f"method {method!r} is not served here; the methods are: {', '.join(by_label)}")
-        if strategy not in STRATEGIES:
-            raise gr.Error(f"strategy={strategy!r}: choose one of {', '.join(STRATEGIES)}")
+        try:
+            check_strategy(strategy)
+        except ValueError as e:
+            raise gr.Error(str(e)) from None
         rgb, hole = build_mask(photo, None, mask, False, 0)
         try:
             opts = json.loads(options or "{}")
